@@ -1,0 +1,229 @@
+//! The driver as seen from outside while it runs: service states for the admin API and the
+//! operator's deploy and rollback commands.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::sink::EventSink;
+use crate::image::ImageRef;
+use crate::ports::{Coordinator, CoordinatorError, ImageError, ImageSource, NoProgress};
+use crate::report::{DeployReport, ServiceState, ServiceStatus};
+use crate::service::{ServiceName, ServiceSpec};
+use crate::target::{PublishOutcome, PublishRequest, Source};
+
+/// One service as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    /// Its configuration.
+    pub spec: Arc<ServiceSpec>,
+    /// What it is doing.
+    pub status: ServiceStatus,
+    /// Its last finished deploy.
+    pub last_report: Option<DeployReport>,
+}
+
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// No service has that name.
+    #[error("no service named {0:?}")]
+    UnknownService(String),
+    /// The image asked for is not from the repository the service tracks.
+    #[error("service {service} tracks {tracked}; {asked} is another repository")]
+    WrongRepository {
+        /// The service.
+        service: String,
+        /// What it tracks.
+        tracked: String,
+        /// What was asked for.
+        asked: String,
+    },
+    /// There is no earlier build to roll back to.
+    #[error("service {0} has no earlier build to roll back to")]
+    NothingToRollBack(String),
+    /// Resolving or building the image failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The coordinator failed.
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
+}
+
+/// Latest status and report of each service on this host.
+#[derive(Debug, Default)]
+pub(crate) struct Board {
+    services: RwLock<BTreeMap<ServiceName, (ServiceStatus, Option<DeployReport>)>>,
+}
+
+impl Board {
+    pub(crate) fn set_status(&self, status: ServiceStatus) {
+        let mut services = self
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match services.get_mut(&status.service) {
+            Some(entry) => entry.0 = status,
+            None => {
+                services.insert(status.service.clone(), (status, None));
+            }
+        }
+    }
+
+    pub(crate) fn set_report(&self, report: &DeployReport) {
+        let mut services = self
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = services.get_mut(&report.service) {
+            entry.1 = Some(report.clone());
+        }
+    }
+
+    fn get(&self, name: &ServiceName) -> Option<(ServiceStatus, Option<DeployReport>)> {
+        self.services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+}
+
+/// A cheap, cloneable view of a driver and its controls.
+#[derive(Clone)]
+pub struct DriverHandle {
+    pub(crate) node: Arc<str>,
+    pub(crate) specs: Arc<BTreeMap<ServiceName, Arc<ServiceSpec>>>,
+    pub(crate) board: Arc<Board>,
+    pub(crate) sink: EventSink,
+    pub(crate) images: Arc<dyn ImageSource>,
+    pub(crate) coordinator: Arc<dyn Coordinator>,
+}
+
+impl std::fmt::Debug for DriverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverHandle")
+            .field("node", &self.node)
+            .field("services", &self.specs.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DriverHandle {
+    /// This host's node name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The sink triggers send events to.
+    pub fn sink(&self) -> EventSink {
+        self.sink.clone()
+    }
+
+    /// The coordinator, for history and fleet-wide statuses.
+    pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
+        &self.coordinator
+    }
+
+    /// The image source, for triggers that resolve tags (the poller).
+    pub fn images(&self) -> &Arc<dyn ImageSource> {
+        &self.images
+    }
+
+    /// Every service's spec.
+    pub fn specs(&self) -> impl Iterator<Item = &Arc<ServiceSpec>> {
+        self.specs.values()
+    }
+
+    /// One service's view.
+    pub fn service(&self, name: &str) -> Option<ServiceView> {
+        let (name, spec) = self.specs.iter().find(|(n, _)| n.as_str() == name)?;
+        let (status, last_report) = self.board.get(name)?;
+        Some(ServiceView {
+            spec: spec.clone(),
+            status,
+            last_report,
+        })
+    }
+
+    /// Every service's view, by name.
+    pub fn services(&self) -> Vec<ServiceView> {
+        self.specs
+            .keys()
+            .filter_map(|name| self.service(name.as_str()))
+            .collect()
+    }
+
+    /// Services deploying right now.
+    pub fn deploys_in_flight(&self) -> usize {
+        self.services()
+            .iter()
+            .filter(|v| v.status.state.is_deploying())
+            .count()
+    }
+
+    /// Ready once every service has finished recovering.
+    pub fn is_ready(&self) -> bool {
+        self.services().len() == self.specs.len()
+            && self
+                .services()
+                .iter()
+                .all(|v| v.status.state != ServiceState::Recovering)
+    }
+
+    fn spec(&self, name: &str) -> Result<&Arc<ServiceSpec>, ControlError> {
+        self.specs
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, s)| s)
+            .ok_or_else(|| ControlError::UnknownService(name.to_owned()))
+    }
+
+    /// Deploys `image` (another tag or a digest of the tracked repository), or re-resolves the
+    /// tracked tag, or rebuilds a service built from a directory. The target is published with
+    /// `force`, so an earlier build or one halted after a failure is deployed again.
+    pub async fn deploy(
+        &self,
+        service: &str,
+        image: Option<ImageRef>,
+    ) -> Result<PublishOutcome, ControlError> {
+        let spec = self.spec(service)?;
+        let tracked = spec.image();
+        let digest = match (&image, spec.build()) {
+            (None, Some(build)) => self.images.build(tracked, build, &NoProgress).await?,
+            _ => {
+                let asked = image.unwrap_or_else(|| tracked.clone());
+                if !asked.same_repository(tracked) {
+                    return Err(ControlError::WrongRepository {
+                        service: service.to_owned(),
+                        tracked: tracked.to_string(),
+                        asked: asked.to_string(),
+                    });
+                }
+                match asked.digest() {
+                    Some(digest) => digest.clone(),
+                    None => self.images.resolve(&asked).await?,
+                }
+            }
+        };
+        let mut request = PublishRequest::new(tracked.clone(), digest, Source::new("api"));
+        request.force = true;
+        Ok(self.coordinator.publish(request).await?)
+    }
+
+    /// Publishes the build before the current one, for every service tracking the same tag.
+    pub async fn rollback(&self, service: &str) -> Result<PublishOutcome, ControlError> {
+        let spec = self.spec(service)?;
+        let current = self.coordinator.target(spec.image()).await?;
+        let Some(previous) = current.as_ref().and_then(|t| t.rollback_digest()) else {
+            return Err(ControlError::NothingToRollBack(service.to_owned()));
+        };
+        let mut request = PublishRequest::new(
+            spec.image().clone(),
+            previous.clone(),
+            Source::new("rollback"),
+        );
+        request.force = true;
+        Ok(self.coordinator.publish(request).await?)
+    }
+}

@@ -1,0 +1,234 @@
+//! Fan-out of reports and statuses to notifiers and the coordinator, off the deploy path.
+//!
+//! Each destination has its own bounded queue and task: a slow Slack never delays a deploy,
+//! and never delays the webhook notifier or the history either. A full queue drops its oldest
+//! entry (the newest report is the one people need).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::ports::{Coordinator, Notifier};
+use crate::report::{DeployReport, ServiceStatus};
+use crate::service::ServiceName;
+
+/// Bound on one delivery attempt by a notifier (which does its own retries inside).
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on one coordinator write of a report or status.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A bounded queue that drops its oldest entry when full.
+#[derive(Debug)]
+struct Queue<T> {
+    items: Mutex<VecDeque<T>>,
+    ready: Notify,
+    capacity: usize,
+    dropped: AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl<T> Queue<T> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            items: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn push(&self, item: T) {
+        let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        if items.len() >= self.capacity {
+            items.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        items.push_back(item);
+        drop(items);
+        self.ready.notify_one();
+    }
+
+    /// The next item; `None` once closed and empty.
+    async fn pop(&self) -> Option<T> {
+        loop {
+            let notified = self.ready.notified();
+            if let Some(item) = self
+                .items
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front()
+            {
+                return Some(item);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_waiters();
+        self.ready.notify_one();
+    }
+}
+
+/// Sends every report to every notifier and to the coordinator's history.
+#[derive(Debug, Clone)]
+pub(crate) struct ReportHub {
+    queues: Arc<Vec<Arc<Queue<Arc<DeployReport>>>>>,
+}
+
+impl ReportHub {
+    /// Starts one task per notifier plus one for history, in `tasks`.
+    pub(crate) fn start(
+        notifiers: &[Arc<dyn Notifier>],
+        coordinator: Arc<dyn Coordinator>,
+        capacity: usize,
+        tasks: &mut JoinSet<()>,
+    ) -> Self {
+        let mut queues = Vec::new();
+        for notifier in notifiers {
+            let queue: Arc<Queue<Arc<DeployReport>>> = Arc::new(Queue::new(capacity));
+            let (q, notifier) = (queue.clone(), notifier.clone());
+            tasks.spawn(async move {
+                while let Some(report) = q.pop().await {
+                    let sent = tokio::time::timeout(NOTIFY_TIMEOUT, notifier.notify(&report)).await;
+                    match sent {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(
+                            notifier = notifier.name(),
+                            service = %report.service,
+                            "notification failed: {}",
+                            super::error_chain(&e)
+                        ),
+                        Err(_) => {
+                            tracing::warn!(notifier = notifier.name(), "notification timed out")
+                        }
+                    }
+                }
+            });
+            queues.push(queue);
+        }
+        let history: Arc<Queue<Arc<DeployReport>>> = Arc::new(Queue::new(capacity));
+        let q = history.clone();
+        tasks.spawn(async move {
+            while let Some(report) = q.pop().await {
+                if report.outcome.is_final() {
+                    let recorded = tokio::time::timeout(RECORD_TIMEOUT, coordinator.record(&report)).await;
+                    if !matches!(recorded, Ok(Ok(()))) {
+                        tracing::warn!(service = %report.service, "could not record the report in history");
+                    }
+                }
+            }
+        });
+        queues.push(history);
+        Self {
+            queues: Arc::new(queues),
+        }
+    }
+
+    pub(crate) fn publish(&self, report: DeployReport) {
+        let report = Arc::new(report);
+        for queue in self.queues.iter() {
+            queue.push(report.clone());
+        }
+    }
+
+    /// Lets the tasks finish what is queued, then end.
+    pub(crate) fn close(&self) {
+        for queue in self.queues.iter() {
+            queue.close();
+        }
+    }
+
+    /// Reports dropped because a queue was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.queues
+            .iter()
+            .map(|q| q.dropped.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// Publishes the latest status of each service to the coordinator, coalescing bursts.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusPublisher {
+    dirty: Arc<Mutex<BTreeMap<ServiceName, ServiceStatus>>>,
+    ready: Arc<Notify>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StatusPublisher {
+    pub(crate) fn start(coordinator: Arc<dyn Coordinator>, tasks: &mut JoinSet<()>) -> Self {
+        let this = Self {
+            dirty: Arc::default(),
+            ready: Arc::new(Notify::new()),
+            closed: Arc::default(),
+        };
+        let me = this.clone();
+        tasks.spawn(async move {
+            loop {
+                let notified = me.ready.notified();
+                let batch =
+                    std::mem::take(&mut *me.dirty.lock().unwrap_or_else(PoisonError::into_inner));
+                for status in batch.into_values() {
+                    let sent =
+                        tokio::time::timeout(RECORD_TIMEOUT, coordinator.report_status(&status))
+                            .await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        tracing::debug!(service = %status.service, "could not report status");
+                    }
+                }
+                if me.closed.load(Ordering::Acquire)
+                    && me
+                        .dirty
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_empty()
+                {
+                    return;
+                }
+                notified.await;
+            }
+        });
+        this
+    }
+
+    pub(crate) fn publish(&self, status: ServiceStatus) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(status.service.clone(), status);
+        self.ready.notify_one();
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_oldest() {
+        let q = Queue::new(2);
+        q.push(1);
+        q.push(2);
+        q.push(3);
+        q.close();
+        assert_eq!(q.pop().await, Some(2));
+        assert_eq!(q.pop().await, Some(3));
+        assert_eq!(q.pop().await, None);
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 1);
+    }
+}

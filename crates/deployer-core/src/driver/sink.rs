@@ -1,0 +1,346 @@
+//! Where triggers send events: filtered (untracked images, redeliveries), queued, then turned
+//! into targets by the ingest worker.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::image::ImageRef;
+use crate::ports::{Coordinator, ImageEvent, ImageSource};
+use crate::shutdown::Shutdown;
+use crate::target::{PublishOutcome, PublishRequest};
+
+/// How many delivery ids are remembered for deduplication.
+const RECENT_DELIVERIES: usize = 4096;
+/// Bound on resolving a tag's digest at a registry.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one publish.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What became of a submitted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Submission {
+    /// Queued; it becomes a target shortly.
+    Queued,
+    /// No service tracks this repo:tag.
+    Ignored,
+    /// The delivery id was seen before (a redelivery).
+    Duplicate,
+}
+
+/// Why an event could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The queue is full; the sender should retry later (HTTP 503).
+    #[error("event queue is full")]
+    Busy,
+    /// The driver has stopped.
+    #[error("deployer is shutting down")]
+    Closed,
+}
+
+/// Counters of what the sink and the ingest worker did, for metrics.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    queued: AtomicU64,
+    ignored: AtomicU64,
+    duplicates: AtomicU64,
+    rejected: AtomicU64,
+    published: AtomicU64,
+    unchanged: AtomicU64,
+    stale: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A copy of [`IngestStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestCounts {
+    /// Events queued.
+    pub queued: u64,
+    /// Events for untracked images.
+    pub ignored: u64,
+    /// Redeliveries dropped.
+    pub duplicates: u64,
+    /// Events refused because the queue was full or closed.
+    pub rejected: u64,
+    /// Targets published.
+    pub published: u64,
+    /// Events whose digest was already the target.
+    pub unchanged: u64,
+    /// Events older than the target.
+    pub stale: u64,
+    /// Events that could not be resolved or published.
+    pub failed: u64,
+}
+
+impl IngestStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> IngestCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        IngestCounts {
+            queued: get(&self.queued),
+            ignored: get(&self.ignored),
+            duplicates: get(&self.duplicates),
+            rejected: get(&self.rejected),
+            published: get(&self.published),
+            unchanged: get(&self.unchanged),
+            stale: get(&self.stale),
+            failed: get(&self.failed),
+        }
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Remembers recent delivery ids, forgetting the oldest first.
+#[derive(Debug, Default)]
+struct RecentDeliveries {
+    order: VecDeque<(String, String)>,
+    seen: HashSet<(String, String)>,
+}
+
+impl RecentDeliveries {
+    /// Records `key`; false if it was already there.
+    fn insert(&mut self, key: (String, String)) -> bool {
+        if !self.seen.insert(key.clone()) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > RECENT_DELIVERIES
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+}
+
+/// The entry point for triggers. Cheap to clone; never blocks.
+///
+/// `submit` answers at once: webhook handlers reply before anything is resolved or deployed.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    inner: Arc<SinkInner>,
+}
+
+#[derive(Debug)]
+struct SinkInner {
+    tracked: HashSet<ImageRef>,
+    queue: mpsc::Sender<ImageEvent>,
+    recent: Mutex<RecentDeliveries>,
+    stats: Arc<IngestStats>,
+}
+
+impl EventSink {
+    /// A sink for events about `tracked` repo:tags, with a queue of `capacity` events; the
+    /// receiver goes to [`ingest`].
+    pub fn new(
+        tracked: impl IntoIterator<Item = ImageRef>,
+        capacity: usize,
+    ) -> (Self, mpsc::Receiver<ImageEvent>) {
+        let (queue, events) = mpsc::channel(capacity.max(1));
+        let inner = SinkInner {
+            tracked: tracked.into_iter().map(|i| i.without_digest()).collect(),
+            queue,
+            recent: Mutex::new(RecentDeliveries::default()),
+            stats: Arc::default(),
+        };
+        (
+            Self {
+                inner: Arc::new(inner),
+            },
+            events,
+        )
+    }
+
+    /// Whether a service tracks `image`'s repo:tag.
+    pub fn tracks(&self, image: &ImageRef) -> bool {
+        self.inner.tracked.contains(&image.without_digest())
+    }
+
+    /// Filters and queues an event.
+    pub fn submit(&self, event: ImageEvent) -> Result<Submission, SubmitError> {
+        let stats = &self.inner.stats;
+        if !self.tracks(&event.image) {
+            IngestStats::bump(&stats.ignored);
+            tracing::debug!(image = %event.image, source = %event.source, "ignored event for untracked image");
+            return Ok(Submission::Ignored);
+        }
+        if let Some(id) = &event.delivery_id {
+            let key = (event.source.as_str().to_owned(), id.clone());
+            let fresh = self
+                .inner
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key);
+            if !fresh {
+                IngestStats::bump(&stats.duplicates);
+                tracing::debug!(delivery = %id, "dropped redelivery");
+                return Ok(Submission::Duplicate);
+            }
+        }
+        match self.inner.queue.try_send(event) {
+            Ok(()) => {
+                IngestStats::bump(&stats.queued);
+                Ok(Submission::Queued)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                IngestStats::bump(&stats.rejected);
+                Err(SubmitError::Busy)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                IngestStats::bump(&stats.rejected);
+                Err(SubmitError::Closed)
+            }
+        }
+    }
+
+    /// Counters of what happened to events.
+    pub fn stats(&self) -> IngestCounts {
+        self.inner.stats.snapshot()
+    }
+
+    pub(crate) fn stats_handle(&self) -> Arc<IngestStats> {
+        self.inner.stats.clone()
+    }
+}
+
+/// Turns queued events into published targets, one at a time so that events for the same
+/// repo:tag are published in arrival order. Runs until shutdown or until every sink is gone.
+pub async fn ingest(
+    mut events: mpsc::Receiver<ImageEvent>,
+    images: Arc<dyn ImageSource>,
+    coordinator: Arc<dyn Coordinator>,
+    stats: Arc<IngestStats>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.wait() => return,
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        let outcome = publish_event(&event, images.as_ref(), coordinator.as_ref()).await;
+        match outcome {
+            Ok(outcome) => {
+                let counter = match &outcome {
+                    PublishOutcome::Published { .. } => &stats.published,
+                    PublishOutcome::Unchanged { .. } => &stats.unchanged,
+                    PublishOutcome::Stale { .. } => &stats.stale,
+                };
+                IngestStats::bump(counter);
+                let target = outcome.target();
+                tracing::info!(
+                    image = %target.image,
+                    digest = %target.digest,
+                    revision = %target.revision,
+                    source = %event.source,
+                    outcome = outcome.label(),
+                    "target"
+                );
+            }
+            Err(problem) => {
+                IngestStats::bump(&stats.failed);
+                tracing::warn!(image = %event.image, source = %event.source, "event dropped: {problem}");
+            }
+        }
+    }
+}
+
+async fn publish_event(
+    event: &ImageEvent,
+    images: &dyn ImageSource,
+    coordinator: &dyn Coordinator,
+) -> Result<PublishOutcome, String> {
+    let digest = match &event.digest {
+        Some(digest) => digest.clone(),
+        None => tokio::time::timeout(RESOLVE_TIMEOUT, images.resolve(&event.image))
+            .await
+            .map_err(|_| format!("resolving the digest timed out after {RESOLVE_TIMEOUT:?}"))?
+            .map_err(|e| format!("resolving the digest failed: {}", super::error_chain(&e)))?,
+    };
+    let request = PublishRequest {
+        image: event.image.without_digest(),
+        digest,
+        source: event.source.clone(),
+        delivery_id: event.delivery_id.clone(),
+        event_time: event.event_time,
+        callback_url: event.callback_url.clone(),
+        force: false,
+    };
+    tokio::time::timeout(PUBLISH_TIMEOUT, coordinator.publish(request))
+        .await
+        .map_err(|_| format!("publishing timed out after {PUBLISH_TIMEOUT:?}"))?
+        .map_err(|e| format!("publishing failed: {}", super::error_chain(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::Source;
+
+    fn event(image: &str, delivery: Option<&str>) -> ImageEvent {
+        let mut e = ImageEvent::new(image.parse().unwrap(), Source::new("github"));
+        e.delivery_id = delivery.map(str::to_owned);
+        e
+    }
+
+    #[test]
+    fn filters_untracked_and_redeliveries_and_reports_a_full_queue() {
+        let (sink, _rx) = EventSink::new(["demo/app:latest".parse().unwrap()], 2);
+        assert_eq!(
+            sink.submit(event("other:latest", None)),
+            Ok(Submission::Ignored)
+        );
+        assert_eq!(
+            sink.submit(event("demo/app", Some("d1"))),
+            Ok(Submission::Queued)
+        );
+        assert_eq!(
+            sink.submit(event("demo/app", Some("d1"))),
+            Ok(Submission::Duplicate)
+        );
+        assert_eq!(
+            sink.submit(event("demo/app", Some("d2"))),
+            Ok(Submission::Queued)
+        );
+        assert_eq!(
+            sink.submit(event("demo/app", Some("d3"))),
+            Err(SubmitError::Busy)
+        );
+        let counts = sink.stats();
+        assert_eq!(
+            (
+                counts.queued,
+                counts.ignored,
+                counts.duplicates,
+                counts.rejected
+            ),
+            (2, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn delivery_memory_is_bounded() {
+        let mut recent = RecentDeliveries::default();
+        for n in 0..RECENT_DELIVERIES + 10 {
+            assert!(recent.insert(("s".into(), n.to_string())));
+        }
+        assert_eq!(recent.seen.len(), RECENT_DELIVERIES);
+        assert!(
+            recent.insert(("s".into(), "0".into())),
+            "the oldest is forgotten"
+        );
+    }
+}

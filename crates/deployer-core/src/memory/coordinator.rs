@@ -1,0 +1,227 @@
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, mpsc};
+
+use crate::image::{Digest, ImageRef};
+use crate::ports::{
+    Coordinator, CoordinatorError, SlotGrant, SlotLease, TargetSnapshot, TargetWatch, WatchEvent,
+};
+use crate::report::{DeployReport, ServiceStatus};
+use crate::service::ServiceName;
+use crate::target::{Decision, Halt, PublishOutcome, PublishRequest, Revision, Target, decide};
+use crate::time::Timestamp;
+
+/// Changes kept for watchers that resume; older resumes get a full resync.
+const LOG_KEPT: usize = 1024;
+/// Events buffered per watcher; a watcher that falls this far behind is closed and resumes.
+const WATCH_BUFFER: usize = 1024;
+
+/// The single-host coordinator: targets, slots, statuses and history in process memory.
+///
+/// Same semantics as the etcd coordinator (publish only if newer, gap-free watches from a
+/// revision, K slots per service, bounded history), minus durability: a restart starts empty,
+/// and the poller or the next webhook fills it again.
+#[derive(Debug)]
+pub struct MemoryCoordinator {
+    node: String,
+    slots_per_service: usize,
+    history_kept: usize,
+    state: Mutex<State>,
+    /// Woken when a slot frees or a target changes, for `acquire_slot` waiters.
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    revision: u64,
+    targets: BTreeMap<ImageRef, Target>,
+    log: VecDeque<Target>,
+    watchers: Vec<mpsc::Sender<WatchEvent>>,
+    slots: BTreeMap<ServiceName, BTreeSet<String>>,
+    statuses: BTreeMap<(ServiceName, String), ServiceStatus>,
+    history: VecDeque<DeployReport>,
+}
+
+impl State {
+    fn commit(&mut self, mut target: Target) -> Target {
+        self.revision += 1;
+        target.revision = Revision(self.revision);
+        self.targets.insert(target.image.clone(), target.clone());
+        self.log.push_back(target.clone());
+        if self.log.len() > LOG_KEPT {
+            self.log.pop_front();
+        }
+        // A watcher whose buffer is full is closed: it resumes from its last revision.
+        self.watchers
+            .retain(|w| w.try_send(WatchEvent::Updated(target.clone())).is_ok());
+        target
+    }
+
+    fn snapshot(&self) -> TargetSnapshot {
+        TargetSnapshot {
+            targets: self.targets.values().cloned().collect(),
+            revision: Revision(self.revision),
+        }
+    }
+}
+
+impl MemoryCoordinator {
+    /// A coordinator for host `node`, one rollout slot per service, 1,000 reports of history.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            slots_per_service: 1,
+            history_kept: 1000,
+            state: Mutex::default(),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Keeps at most `kept` reports.
+    pub fn with_history(mut self, kept: usize) -> Self {
+        self.history_kept = kept.max(1);
+        self
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Coordinator for MemoryCoordinator {
+    async fn publish(&self, request: PublishRequest) -> Result<PublishOutcome, CoordinatorError> {
+        let mut state = self.state();
+        let key = request.image.without_digest();
+        let outcome = match decide(state.targets.get(&key), &request, Timestamp::now()) {
+            Decision::Keep(outcome) => outcome,
+            Decision::Write(target) => PublishOutcome::Published {
+                target: state.commit(target),
+            },
+        };
+        drop(state);
+        self.changed.notify_waiters();
+        Ok(outcome)
+    }
+
+    async fn target(&self, image: &ImageRef) -> Result<Option<Target>, CoordinatorError> {
+        Ok(self.state().targets.get(&image.without_digest()).cloned())
+    }
+
+    async fn snapshot(&self) -> Result<TargetSnapshot, CoordinatorError> {
+        Ok(self.state().snapshot())
+    }
+
+    async fn watch(&self, after: Revision) -> Result<TargetWatch, CoordinatorError> {
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let mut state = self.state();
+        let oldest_logged = state
+            .log
+            .front()
+            .map_or(state.revision + 1, |t| t.revision.0);
+        if after.0 + 1 < oldest_logged && after.0 < state.revision {
+            let _ = tx.try_send(WatchEvent::Resync(state.snapshot()));
+        } else {
+            for target in state.log.iter().filter(|t| t.revision > after) {
+                if tx.try_send(WatchEvent::Updated(target.clone())).is_err() {
+                    break;
+                }
+            }
+        }
+        state.watchers.push(tx);
+        Ok(TargetWatch::new(rx))
+    }
+
+    async fn halt(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+        halt: Halt,
+    ) -> Result<(), CoordinatorError> {
+        let mut state = self.state();
+        let key = image.without_digest();
+        if let Some(current) = state.targets.get(&key).cloned()
+            && &current.digest == digest
+            && current.halted.is_none()
+        {
+            state.commit(Target {
+                halted: Some(halt),
+                ..current
+            });
+        }
+        drop(state);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn acquire_slot(
+        &self,
+        service: &ServiceName,
+        target: &Target,
+    ) -> Result<SlotGrant, CoordinatorError> {
+        loop {
+            let notified = self.changed.notified();
+            {
+                let mut state = self.state();
+                let current = state.targets.get(&target.image);
+                if let Some(halt) = current
+                    .filter(|t| t.digest == target.digest)
+                    .and_then(|t| t.halted.clone())
+                {
+                    return Ok(SlotGrant::Halted(halt));
+                }
+                let holders = state.slots.entry(service.clone()).or_default();
+                if holders.contains(&self.node) || holders.len() < self.slots_per_service {
+                    holders.insert(self.node.clone());
+                    return Ok(SlotGrant::Granted(SlotLease {
+                        service: service.clone(),
+                        token: self.node.clone(),
+                    }));
+                }
+            }
+            notified.await;
+        }
+    }
+
+    async fn release_slot(&self, slot: SlotLease) -> Result<(), CoordinatorError> {
+        if let Some(holders) = self.state().slots.get_mut(&slot.service) {
+            holders.remove(&slot.token);
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn report_status(&self, status: &ServiceStatus) -> Result<(), CoordinatorError> {
+        let key = (status.service.clone(), status.node.clone());
+        self.state().statuses.insert(key, status.clone());
+        Ok(())
+    }
+
+    async fn statuses(&self) -> Result<Vec<ServiceStatus>, CoordinatorError> {
+        Ok(self.state().statuses.values().cloned().collect())
+    }
+
+    async fn record(&self, report: &DeployReport) -> Result<(), CoordinatorError> {
+        let mut state = self.state();
+        state.history.push_front(report.clone());
+        state.history.truncate(self.history_kept);
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        service: Option<&ServiceName>,
+        limit: usize,
+    ) -> Result<Vec<DeployReport>, CoordinatorError> {
+        Ok(self
+            .state()
+            .history
+            .iter()
+            .filter(|r| service.is_none_or(|s| &r.service == s))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}

@@ -1,0 +1,15 @@
+//! What a service is: the image it tracks and how its containers are created and switched.
+
+mod error;
+mod health;
+mod name;
+mod spec;
+mod strategy;
+mod template;
+
+pub use error::SpecError;
+pub use health::{HealthCheck, Probe};
+pub use name::ServiceName;
+pub use spec::{ServiceSpec, ServiceSpecBuilder, Timeouts};
+pub use strategy::{Handover, ProxyProtocol, Strategy};
+pub use template::{BuildSpec, ContainerTemplate};

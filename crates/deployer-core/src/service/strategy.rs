@@ -1,0 +1,106 @@
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::SpecError;
+
+/// How a service moves from one generation to the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Strategy {
+    /// Start the candidate beside the old one, probe it, switch our proxy to it, drain, stop the
+    /// old one. Zero downtime; needs the service to sit behind deployer's proxy.
+    Handover(Handover),
+    /// Stop the old container, start the new one with the identical config; if it is unhealthy,
+    /// start the old one again. A gap in service, but works for anything.
+    Recreate,
+    /// Stop containers that run an outdated image and leave the restart to a supervisor
+    /// (systemd, a restart policy): die-net/deployer's way.
+    Stop,
+}
+
+impl Strategy {
+    /// The proxy settings, for the handover strategy.
+    pub fn handover(&self) -> Option<&Handover> {
+        match self {
+            Self::Handover(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Short name for logs and status output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Handover(_) => "handover",
+            Self::Recreate => "recreate",
+            Self::Stop => "stop",
+        }
+    }
+}
+
+/// Protocol the proxy speaks for a handover service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocol {
+    /// L7: per-request balancing; keep-alive clients move at their next request.
+    Http,
+    /// L4: per-connection balancing; open connections drain.
+    Tcp,
+}
+
+/// Where the proxy of a handover service listens and what it forwards to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    listen: SocketAddr,
+    container_port: u16,
+    protocol: ProxyProtocol,
+    max_surge: u32,
+}
+
+impl Handover {
+    /// The proxy listens on `listen` and forwards to `container_port` of the live containers;
+    /// a rolling deploy runs at most `max_surge` extra containers at a time.
+    pub fn new(
+        listen: SocketAddr,
+        container_port: u16,
+        protocol: ProxyProtocol,
+        max_surge: u32,
+    ) -> Result<Self, SpecError> {
+        if container_port == 0 {
+            return Err(SpecError::invalid(
+                "proxy.container_port",
+                "must be a port number from 1 to 65535",
+            ));
+        }
+        if max_surge == 0 {
+            return Err(SpecError::invalid("proxy.max_surge", "must be at least 1"));
+        }
+        Ok(Self {
+            listen,
+            container_port,
+            protocol,
+            max_surge,
+        })
+    }
+
+    /// The proxy's listen address.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The port the app listens on inside its container.
+    pub fn container_port(&self) -> u16 {
+        self.container_port
+    }
+
+    /// HTTP or TCP.
+    pub fn protocol(&self) -> ProxyProtocol {
+        self.protocol
+    }
+
+    /// Extra containers allowed during a rolling deploy.
+    pub fn max_surge(&self) -> u32 {
+        self.max_surge
+    }
+}

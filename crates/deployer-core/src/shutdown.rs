@@ -1,0 +1,62 @@
+//! A cloneable shutdown signal, so triggers and the driver can stop together without pulling in
+//! a cancellation crate.
+
+use tokio::sync::watch;
+
+/// Fires once; every clone sees it.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    fired: watch::Receiver<bool>,
+}
+
+/// The sending half of a [`Shutdown`].
+#[derive(Debug)]
+pub struct ShutdownHandle {
+    fire: watch::Sender<bool>,
+}
+
+impl Shutdown {
+    /// A signal and the handle that fires it.
+    pub fn new() -> (ShutdownHandle, Shutdown) {
+        let (fire, fired) = watch::channel(false);
+        (ShutdownHandle { fire }, Shutdown { fired })
+    }
+
+    /// A signal that fires when `future` completes.
+    pub fn from_future<F>(future: F) -> Shutdown
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (handle, shutdown) = Self::new();
+        tokio::spawn(async move {
+            future.await;
+            handle.fire();
+        });
+        shutdown
+    }
+
+    /// A signal that never fires.
+    pub fn never() -> Shutdown {
+        let (handle, shutdown) = Self::new();
+        // Keeping the sender alive forever is what "never" means; it is one small allocation.
+        std::mem::forget(handle);
+        shutdown
+    }
+
+    /// Whether it has fired.
+    pub fn is_fired(&self) -> bool {
+        *self.fired.borrow()
+    }
+
+    /// Resolves once it has fired (at once if it already has). A dropped handle counts as fired.
+    pub async fn wait(&mut self) {
+        let _ = self.fired.wait_for(|fired| *fired).await;
+    }
+}
+
+impl ShutdownHandle {
+    /// Fires the signal.
+    pub fn fire(&self) {
+        self.fire.send_replace(true);
+    }
+}

@@ -1,0 +1,45 @@
+//! Recording fakes for every port, for tests here and in crates that embed deployer
+//! (feature `test-util`). Each records its calls and can be told to fail the next N times.
+//!
+//! The fake switcher keeps a small simulated world of containers so that tests can assert on
+//! outcomes (what runs, what serves) and not only on calls.
+
+mod image_source;
+mod notifier;
+mod switcher;
+mod trigger;
+
+pub use image_source::FakeImageSource;
+pub use notifier::RecordingNotifier;
+pub use switcher::{Call, FakeInstance, FakeSwitcher, World};
+pub use trigger::ScriptedTrigger;
+
+use crate::image::Digest;
+
+/// A valid sha256 digest made from `n` (for readable tests).
+pub fn digest(n: u8) -> Digest {
+    Digest::sha256(&format!("{n:02x}").repeat(32)).unwrap_or_else(|_| unreachable!("64 hex digits"))
+}
+
+/// Counts down injected failures per operation name.
+#[derive(Debug, Default)]
+pub(crate) struct Failures {
+    remaining: std::collections::HashMap<&'static str, u32>,
+}
+
+impl Failures {
+    pub(crate) fn set(&mut self, op: &'static str, times: u32) {
+        self.remaining.insert(op, times);
+    }
+
+    /// Whether this call of `op` should fail (and counts it).
+    pub(crate) fn take(&mut self, op: &'static str) -> bool {
+        match self.remaining.get_mut(op) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,343 @@
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::Failures;
+use crate::image::{Digest, ImageRef};
+use crate::ports::{Promoted, Removed, Retired, Started, SwitchError, Switcher};
+use crate::reconcile::{Health, InstanceId, InstanceSpec, Observed, ObservedInstance, RunState};
+use crate::service::{ServiceName, ServiceSpec};
+
+/// One simulated container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeInstance {
+    /// Image it was created from.
+    pub image: ImageRef,
+    /// Build it runs.
+    pub digest: Option<Digest>,
+    /// Running or stopped.
+    pub running: bool,
+    /// Takes traffic.
+    pub serving: bool,
+    /// Passed a probe since it last started.
+    pub healthy: bool,
+    /// Probes answered since it last started.
+    pub probes: u32,
+}
+
+/// A recorded switcher call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The service.
+    pub service: ServiceName,
+    /// `observe`, `start`, `probe`, `promote`, `retire` or `remove`.
+    pub op: &'static str,
+    /// The instance, for all but `observe`.
+    pub instance: Option<InstanceId>,
+    /// When (tokio time, so paused clocks give exact values).
+    pub at: Instant,
+}
+
+/// The simulated engine behind [`FakeSwitcher`]; usable directly by synchronous tests.
+#[derive(Debug, Default)]
+pub struct World {
+    /// Every container, by service and instance.
+    pub instances: BTreeMap<(ServiceName, InstanceId), FakeInstance>,
+    /// Builds whose probes never succeed.
+    pub unhealthy: HashSet<Digest>,
+    /// Builds whose containers exit right after starting.
+    pub exits: HashSet<Digest>,
+    /// Builds that need this many probes before they are healthy (a slow boot).
+    pub slow: HashMap<Digest, u32>,
+    /// Every call, in order.
+    pub calls: Vec<Call>,
+    failures: Failures,
+}
+
+impl World {
+    /// Fails the next `times` calls of `op`.
+    pub fn fail_next(&mut self, op: &'static str, times: u32) {
+        self.failures.set(op, times);
+    }
+
+    fn record(
+        &mut self,
+        service: &ServiceName,
+        op: &'static str,
+        instance: Option<InstanceId>,
+    ) -> Result<(), String> {
+        self.calls.push(Call {
+            service: service.clone(),
+            op,
+            instance,
+            at: Instant::now(),
+        });
+        if self.failures.take(op) {
+            return Err(format!("injected {op} failure"));
+        }
+        Ok(())
+    }
+
+    /// The service's containers.
+    pub fn observe(&mut self, service: &ServiceName) -> Result<Observed, String> {
+        self.record(service, "observe", None)?;
+        let instances = self
+            .instances
+            .iter()
+            .filter(|((s, _), _)| s == service)
+            .map(|((_, id), i)| ObservedInstance {
+                id: *id,
+                image: i.image.clone(),
+                digest: i.digest.clone(),
+                state: if i.running {
+                    RunState::Running
+                } else {
+                    RunState::Stopped
+                },
+                serving: i.running && i.serving,
+            })
+            .collect();
+        Ok(Observed { instances })
+    }
+
+    /// Ensures the instance runs.
+    pub fn start(&mut self, service: &ServiceName, spec: &InstanceSpec) -> Result<Started, String> {
+        self.record(service, "start", Some(spec.id))?;
+        let exits = spec.digest.as_ref().is_some_and(|d| self.exits.contains(d));
+        let key = (service.clone(), spec.id);
+        let outcome = match self.instances.get_mut(&key) {
+            Some(i) if i.running => return Ok(Started::AlreadyRunning),
+            Some(i) => {
+                i.running = !exits;
+                i.healthy = false;
+                i.probes = 0;
+                Started::Restarted
+            }
+            None => {
+                self.instances.insert(
+                    key,
+                    FakeInstance {
+                        image: spec.image.clone(),
+                        digest: spec.digest.clone(),
+                        running: !exits,
+                        serving: false,
+                        healthy: false,
+                        probes: 0,
+                    },
+                );
+                Started::Created
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// Probes the instance once.
+    pub fn probe(&mut self, service: &ServiceName, id: InstanceId) -> Result<Health, String> {
+        self.record(service, "probe", Some(id))?;
+        let (unhealthy, slow) = (&self.unhealthy, &self.slow);
+        let Some(i) = self.instances.get_mut(&(service.clone(), id)) else {
+            return Ok(Health::Exited("no such container".into()));
+        };
+        if !i.running {
+            return Ok(Health::Exited("container is not running".into()));
+        }
+        i.probes += 1;
+        let digest = i.digest.as_ref();
+        if digest.is_some_and(|d| unhealthy.contains(d)) {
+            return Ok(Health::Unhealthy("connection refused".into()));
+        }
+        if digest
+            .and_then(|d| slow.get(d))
+            .is_some_and(|need| i.probes < *need)
+        {
+            return Ok(Health::Unhealthy("still booting".into()));
+        }
+        i.healthy = true;
+        Ok(Health::Healthy)
+    }
+
+    /// Lets the instance take traffic.
+    pub fn promote(&mut self, service: &ServiceName, id: InstanceId) -> Result<Promoted, String> {
+        self.record(service, "promote", Some(id))?;
+        let i = self
+            .instances
+            .get_mut(&(service.clone(), id))
+            .ok_or_else(|| format!("no container {id}"))?;
+        if !i.running {
+            return Err(format!("{id} is not running"));
+        }
+        Ok(if std::mem::replace(&mut i.serving, true) {
+            Promoted::AlreadyServing
+        } else {
+            Promoted::Switched
+        })
+    }
+
+    /// Takes the instance out of traffic and stops it.
+    pub fn retire(&mut self, service: &ServiceName, id: InstanceId) -> Result<Retired, String> {
+        self.record(service, "retire", Some(id))?;
+        match self.instances.get_mut(&(service.clone(), id)) {
+            Some(i) if i.running => {
+                i.running = false;
+                i.serving = false;
+                Ok(Retired::Stopped { cut: 0 })
+            }
+            _ => Ok(Retired::AlreadyStopped),
+        }
+    }
+
+    /// Deletes the instance.
+    pub fn remove(&mut self, service: &ServiceName, id: InstanceId) -> Result<Removed, String> {
+        self.record(service, "remove", Some(id))?;
+        Ok(match self.instances.remove(&(service.clone(), id)) {
+            Some(_) => Removed::Removed,
+            None => Removed::AlreadyGone,
+        })
+    }
+
+    /// Instances of `service` that take traffic.
+    pub fn serving(&self, service: &ServiceName) -> Vec<InstanceId> {
+        self.instances
+            .iter()
+            .filter(|((s, _), i)| s == service && i.running && i.serving)
+            .map(|((_, id), _)| *id)
+            .collect()
+    }
+
+    /// Instances of `service`, running or not.
+    pub fn all(&self, service: &ServiceName) -> Vec<InstanceId> {
+        self.instances
+            .keys()
+            .filter(|(s, _)| s == service)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// The process crashed: the in-process proxy's state is lost, containers keep running.
+    pub fn crash(&mut self) {
+        for i in self.instances.values_mut() {
+            i.serving = false;
+        }
+    }
+}
+
+/// A [`Switcher`] over a simulated [`World`]; each step can be given a (tokio) duration.
+#[derive(Debug, Default)]
+pub struct FakeSwitcher {
+    world: Mutex<World>,
+    delays: Mutex<HashMap<&'static str, Duration>>,
+}
+
+impl FakeSwitcher {
+    /// An empty world.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The simulated world, to set up or inspect.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes every call of `op` take `delay`.
+    pub fn set_delay(&self, op: &'static str, delay: Duration) {
+        self.delays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(op, delay);
+    }
+
+    async fn pause(&self, op: &'static str) {
+        let delay = self
+            .delays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(op)
+            .copied();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+fn fail(
+    op: &'static str,
+    service: &ServiceSpec,
+    instance: InstanceId,
+    reason: String,
+) -> SwitchError {
+    SwitchError::Failed {
+        operation: op,
+        service: service.name().to_string(),
+        instance,
+        reason,
+        source: None,
+    }
+}
+
+#[async_trait]
+impl Switcher for FakeSwitcher {
+    async fn observe(&self, service: &ServiceSpec) -> Result<Observed, SwitchError> {
+        self.pause("observe").await;
+        self.world()
+            .observe(service.name())
+            .map_err(|reason| SwitchError::EngineUnreachable {
+                operation: "observe",
+                service: service.name().to_string(),
+                source: reason.into(),
+            })
+    }
+
+    async fn start(
+        &self,
+        service: &ServiceSpec,
+        instance: &InstanceSpec,
+    ) -> Result<Started, SwitchError> {
+        self.pause("start").await;
+        let r = self.world().start(service.name(), instance);
+        r.map_err(|e| fail("start", service, instance.id, e))
+    }
+
+    async fn probe(
+        &self,
+        service: &ServiceSpec,
+        instance: InstanceId,
+    ) -> Result<Health, SwitchError> {
+        self.pause("probe").await;
+        let r = self.world().probe(service.name(), instance);
+        r.map_err(|e| fail("probe", service, instance, e))
+    }
+
+    async fn promote(
+        &self,
+        service: &ServiceSpec,
+        instance: InstanceId,
+    ) -> Result<Promoted, SwitchError> {
+        self.pause("promote").await;
+        let r = self.world().promote(service.name(), instance);
+        r.map_err(|e| fail("promote", service, instance, e))
+    }
+
+    async fn retire(
+        &self,
+        service: &ServiceSpec,
+        instance: InstanceId,
+    ) -> Result<Retired, SwitchError> {
+        self.pause("retire").await;
+        let r = self.world().retire(service.name(), instance);
+        r.map_err(|e| fail("retire", service, instance, e))
+    }
+
+    async fn remove(
+        &self,
+        service: &ServiceSpec,
+        instance: InstanceId,
+    ) -> Result<Removed, SwitchError> {
+        self.pause("remove").await;
+        let r = self.world().remove(service.name(), instance);
+        r.map_err(|e| fail("remove", service, instance, e))
+    }
+}
