@@ -1,0 +1,168 @@
+//! The running proxy: state shared by all connections, the accept loop, and shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backends::Pool;
+use crate::drain::{self, DrainReport};
+use crate::http::{self, HttpSettings, UpstreamSettings};
+use crate::stats::{ConnectionGuard, Totals};
+use crate::tcp;
+use crate::{Mode, ProxyConfig};
+
+/// Connections the kernel may queue before we accept them: bursts of new connections
+/// (e.g. a load balancer reconnecting) should not be refused. Clamped by somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Pause after an accept error that is not about one connection (typically out of file
+/// descriptors), so the loop does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Everything connection tasks need, shared through one `Arc`.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) mode: Mode,
+    pub(crate) pool: Pool,
+    pub(crate) totals: Arc<Totals>,
+    /// Every connection and upgraded-connection task, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    /// Forced shutdown: connection tasks stop at once.
+    pub(crate) hard: CancellationToken,
+    /// Graceful shutdown (child of `hard`): HTTP connections close after the request in
+    /// flight; the accept loop's token is its child.
+    pub(crate) graceful: CancellationToken,
+    /// TCP mode's connect timeout (HTTP mode's lives in each backend's connector).
+    pub(crate) connect_timeout: Duration,
+    pub(crate) http: HttpSettings,
+}
+
+impl Shared {
+    pub(crate) fn new(config: &ProxyConfig) -> Self {
+        let totals = Arc::new(Totals::default());
+        let upstream = (config.mode == Mode::Http).then(|| UpstreamSettings::from_config(config));
+        let pool = Pool::new(Arc::clone(&totals), upstream);
+        for addr in &config.backends {
+            pool.add(*addr);
+        }
+        let hard = CancellationToken::new();
+        Self {
+            mode: config.mode,
+            pool,
+            totals,
+            tasks: TaskTracker::new(),
+            graceful: hard.child_token(),
+            hard,
+            connect_timeout: config.connect_timeout,
+            http: HttpSettings::from_config(config),
+        }
+    }
+}
+
+pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A restarted proxy must be able to bind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Accepts connections until `stop` is cancelled, each served on its own task.
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) if is_per_connection(&error) => {
+                tracing::debug!(%error, "accepting a connection failed");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting connections failed; pausing");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "setting TCP_NODELAY failed");
+        }
+        let open = ConnectionGuard::new(Arc::clone(&shared.totals));
+        let connection_shared = Arc::clone(&shared);
+        shared.tasks.spawn(async move {
+            let _open = open;
+            match connection_shared.mode {
+                Mode::Http => http::serve_connection(connection_shared, stream, peer).await,
+                Mode::Tcp => tcp::serve_connection(connection_shared, stream, peer).await,
+            }
+        });
+    }
+    tracing::debug!("stopped accepting");
+}
+
+/// Errors that concern only the connection being accepted (the client gave up early).
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Closes HTTP connections gracefully, waits up to `grace` for all connection tasks, then
+/// cuts everything left. The accept loop must already be stopped.
+pub(crate) async fn shutdown(shared: &Shared, grace: Duration) -> DrainReport {
+    let started = Instant::now();
+    shared.graceful.cancel();
+    shared.tasks.close();
+    let drained_cleanly = tokio::time::timeout(grace, shared.tasks.wait())
+        .await
+        .is_ok();
+    let mut cut = 0;
+    if !drained_cleanly {
+        let trackers = shared.pool.trackers();
+        for tracker in &trackers {
+            // Nothing will be routed any more; this lets the cut below see them go idle.
+            tracker.mark_removed();
+        }
+        // Cut through the trackers first so every request, upgrade and TCP connection is
+        // counted, then drop whatever connection is left (idle or half-read).
+        cut = drain::cut_all(&trackers).await;
+        shared.hard.cancel();
+        if tokio::time::timeout(drain::CUT_SETTLE, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connection tasks did not stop after the forced shutdown");
+        }
+    }
+    // Drop every backend's pool so idle keep-alive connections to backends close now.
+    drop(shared.pool.replace(Vec::new()));
+    let waited = started.elapsed();
+    tracing::info!(drained_cleanly, cut, ?waited, "proxy shut down");
+    DrainReport {
+        drained_cleanly,
+        cut,
+        waited,
+    }
+}

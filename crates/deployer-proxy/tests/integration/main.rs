@@ -1,0 +1,12 @@
+//! End-to-end tests of deployer-proxy over real sockets on 127.0.0.1.
+//!
+//! One test binary (rather than one per file) so the fixtures compile and link once.
+
+mod http_drain;
+mod http_errors;
+mod http_headers;
+mod http_switch;
+mod round_robin;
+mod shutdown;
+mod support;
+mod tcp;
