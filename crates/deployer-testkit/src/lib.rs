@@ -6,4 +6,11 @@
 //! engine) rather than letting a test pass silently.
 
 pub mod etcd;
+pub mod images;
 pub mod net;
+pub mod registry;
+pub mod sweep;
+
+pub use images::{App, ImageSpec, docker};
+pub use registry::{Registry, RegistryOptions};
+pub use sweep::{Sweep, sweep_all};
