@@ -1,1 +1,36 @@
-//! Placeholder: filled by its own issue.
+//! # deployer-docker
+//!
+//! deployer's adapters for the Docker engine (through bollard, at a negotiated API version):
+//!
+//! - [`DockerImageSource`]: the core's `ImageSource`: resolve a tag at its registry without
+//!   pulling, pull `repo@digest` only when it is not local (credentials from a Docker
+//!   `config.json`), or build a directory with a Dockerfile.
+//! - [`RedbJournal`]: the core's `Journal`, durable in one redb file.
+//!
+//! Entry point for the binary: [`connect::connect`], then the adapters.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use deployer_docker::connect::{ProcessEnv, connect};
+//! use deployer_docker::{Credentials, DockerImageSource, RedbJournal};
+//!
+//! let docker = connect(None, &ProcessEnv).await?;
+//! let images = DockerImageSource::new(docker.clone(), Credentials::from_env(&ProcessEnv));
+//! let journal = RedbJournal::open("/var/lib/deployer/journal.redb")?;
+//! # let _ = (images, journal);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod connect;
+pub mod credentials;
+mod error;
+pub mod image_source;
+pub mod journal;
+
+pub use connect::{DockerEndpoint, EnvSource, ProcessEnv};
+pub use credentials::{Credentials, RegistryAuth};
+pub use error::DockerError;
+pub use image_source::DockerImageSource;
+pub use journal::{OpenJournalError, RedbJournal};

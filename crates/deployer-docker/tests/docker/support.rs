@@ -1,0 +1,211 @@
+//! Helpers shared by the tests: test images, service specs, an HTTP client loop, polling.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bollard::Docker;
+use deployer_core::ImageRef;
+use deployer_testkit::Sweep;
+use deployer_testkit::images::{self, App, ImageSpec};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+/// Builds a test image tagged `deployer-test/<repo>:<tag>` with the sweep's labels; returns
+/// the tag's reference and the image ID.
+pub async fn build_image(
+    docker: &Docker,
+    sweep: &Sweep,
+    repo: &str,
+    tag: &str,
+    app: App,
+    healthcheck: bool,
+) -> anyhow::Result<(ImageRef, String)> {
+    let name = format!("deployer-test/{repo}-{}:{tag}", sweep.run());
+    let spec = ImageSpec {
+        app,
+        healthcheck,
+        labels: sweep.labels(),
+    };
+    let id = images::build(docker, &name, &spec).await?;
+    Ok((name.parse()?, id))
+}
+
+/// Waits until `check` returns `Some`, polling every 50 ms, failing after `limit` with
+/// `what` in the message.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Bounds a future that could hang, naming what deadlocked.
+pub async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    f: impl Future<Output = T>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, f)
+        .await
+        .with_context(|| format!("deadlock: {what} did not finish within {limit:?}"))
+}
+
+/// One HTTP/1.1 GET of `/` on an open connection; returns (status, body).
+pub async fn get(stream: &mut BufReader<TcpStream>, close: bool) -> anyhow::Result<(u16, String)> {
+    let connection = if close { "close" } else { "keep-alive" };
+    stream
+        .get_mut()
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: test\r\nConnection: {connection}\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut status_line = String::new();
+    if stream.read_line(&mut status_line).await? == 0 {
+        bail!("connection closed before a response");
+    }
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = Some(value.trim().parse::<usize>()?);
+        }
+    }
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            stream.read_exact(&mut body).await?;
+        }
+        None => {
+            stream.read_to_end(&mut body).await?;
+        }
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A GET of `/` on a new connection: the body, or why not.
+pub async fn fetch_body(addr: SocketAddr) -> anyhow::Result<String> {
+    let stream = TcpStream::connect(addr).await?;
+    let mut stream = BufReader::new(stream);
+    let (status, body) = get(&mut stream, true).await?;
+    if status != 200 {
+        bail!("status {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// Clients hammering a proxy until stopped: half on keep-alive connections, half opening a
+/// new connection per request. Counts successes and failures, remembers what failed.
+#[derive(Debug)]
+pub struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    pub ok: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: JoinSet<()>,
+}
+
+impl ClientLoop {
+    /// Starts `keep_alive` keep-alive clients and `fresh` new-connection clients.
+    pub fn start(addr: SocketAddr, keep_alive: usize, fresh: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = JoinSet::new();
+        for n in 0..keep_alive + fresh {
+            let reuse = n < keep_alive;
+            let (stop, ok, failed, errors) =
+                (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+            tasks.spawn(async move {
+                let mut conn: Option<BufReader<TcpStream>> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let result = async {
+                        if conn.is_none() {
+                            conn = Some(BufReader::new(TcpStream::connect(addr).await?));
+                        }
+                        let stream = conn.as_mut().context("connection")?;
+                        let r = tokio::time::timeout(Duration::from_secs(10), get(stream, !reuse))
+                            .await??;
+                        anyhow::Ok(r)
+                    }
+                    .await;
+                    if !reuse {
+                        conn = None;
+                    }
+                    match result {
+                        Ok((200, _)) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok((status, body)) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            errors
+                                .lock()
+                                .unwrap()
+                                .push(format!("status {status}: {}", body.trim()));
+                        }
+                        Err(e) => {
+                            conn = None;
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            errors.lock().unwrap().push(format!("{e:#}"));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        }
+        Self {
+            stop,
+            ok,
+            failed,
+            errors,
+            tasks,
+        }
+    }
+
+    /// Stops the clients; returns (ok, failed, first errors).
+    pub async fn finish(mut self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        while self.tasks.join_next().await.is_some() {}
+        let errors = self
+            .errors
+            .lock()
+            .unwrap()
+            .iter()
+            .take(10)
+            .cloned()
+            .collect();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
