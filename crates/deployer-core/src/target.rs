@@ -71,8 +71,12 @@ pub struct PublishRequest {
 impl PublishRequest {
     /// A plain request from `source`, with no delivery id, event time or callback.
     pub fn new(image: ImageRef, digest: Digest, source: Source) -> Self {
+        let image = match image.digest() {
+            Some(_) => image.without_digest(),
+            None => image,
+        };
         Self {
-            image: image.without_digest(),
+            image,
             digest,
             source,
             delivery_id: None,
@@ -262,17 +266,20 @@ mod tests {
         )
     }
 
-    fn apply(current: Option<Target>, request: &PublishRequest) -> Result<Target, PublishOutcome> {
-        match decide(current.as_ref(), request, Timestamp::from_millis(1)) {
+    fn apply(
+        current: Option<&Target>,
+        request: &PublishRequest,
+    ) -> Result<Target, Box<PublishOutcome>> {
+        match decide(current, request, Timestamp::from_millis(1)) {
             Decision::Write(t) => Ok(t),
-            Decision::Keep(outcome) => Err(outcome),
+            Decision::Keep(outcome) => Err(Box::new(outcome)),
         }
     }
 
     #[test]
     fn newer_digest_replaces_and_remembers_the_old_one() {
         let first = apply(None, &request(1)).unwrap();
-        let second = apply(Some(first), &request(2)).unwrap();
+        let second = apply(Some(&first), &request(2)).unwrap();
         assert_eq!(second.digest, digest(2));
         assert_eq!(second.previous, vec![digest(1)]);
     }
@@ -281,20 +288,23 @@ mod tests {
     fn same_digest_is_unchanged() {
         let first = apply(None, &request(1)).unwrap();
         assert!(matches!(
-            apply(Some(first), &request(1)),
-            Err(PublishOutcome::Unchanged { .. })
+            apply(Some(&first), &request(1)),
+            Err(b) if matches!(*b, PublishOutcome::Unchanged { .. })
         ));
     }
 
     #[test]
     fn replayed_old_digest_is_stale_unless_forced() {
         let first = apply(None, &request(1)).unwrap();
-        let second = apply(Some(first), &request(2)).unwrap();
-        let replay = apply(Some(second.clone()), &request(1)).unwrap_err();
-        assert!(matches!(replay, PublishOutcome::Stale { .. }), "{replay:?}");
+        let second = apply(Some(&first), &request(2)).unwrap();
+        let replay = apply(Some(&second), &request(1)).unwrap_err();
+        assert!(
+            matches!(*replay, PublishOutcome::Stale { .. }),
+            "{replay:?}"
+        );
         let mut rollback = request(1);
         rollback.force = true;
-        let rolled = apply(Some(second), &rollback).unwrap();
+        let rolled = apply(Some(&second), &rollback).unwrap();
         assert_eq!(rolled.digest, digest(1));
         assert_eq!(rolled.previous, vec![digest(2)]);
     }
@@ -307,8 +317,8 @@ mod tests {
         let mut older = request(2);
         older.event_time = Some(Timestamp::from_millis(1_000));
         assert!(matches!(
-            apply(Some(current), &older),
-            Err(PublishOutcome::Stale { .. })
+            apply(Some(&current), &older),
+            Err(b) if matches!(*b, PublishOutcome::Stale { .. })
         ));
     }
 
@@ -316,7 +326,7 @@ mod tests {
     fn history_is_bounded_and_forced_same_digest_clears_a_halt() {
         let mut current = apply(None, &request(0)).unwrap();
         for n in 1..30 {
-            current = apply(Some(current), &request(n)).unwrap();
+            current = apply(Some(&current), &request(n)).unwrap();
         }
         assert_eq!(current.previous.len(), PREVIOUS_KEPT);
         assert_eq!(current.previous[0], digest(28));
@@ -327,7 +337,7 @@ mod tests {
         });
         let mut retry = request(29);
         retry.force = true;
-        let retried = apply(Some(current), &retry).unwrap();
+        let retried = apply(Some(&current), &retry).unwrap();
         assert_eq!(retried.halted, None);
     }
 }

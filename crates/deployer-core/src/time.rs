@@ -26,7 +26,11 @@ impl Timestamp {
 
     /// From seconds since the epoch (webhooks send these).
     pub fn from_secs_f64(secs: f64) -> Option<Self> {
-        (secs.is_finite() && secs >= 0.0 && secs < 1e14).then(|| Self((secs * 1000.0) as u64))
+        // Negative, infinite or absurd (past year 5000) values are not timestamps.
+        if !(0.0..1e14).contains(&secs) {
+            return None;
+        }
+        Some(Self((secs * 1000.0) as u64))
     }
 
     /// Milliseconds since the epoch.

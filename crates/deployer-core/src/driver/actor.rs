@@ -263,7 +263,7 @@ fn failed(op: &Op, message: String) -> OpResult {
         Op::Admit => OpResult::Admitted,
         Op::Fetch { .. } => OpResult::Fetched(Err(message)),
         Op::AcquireSlot { .. } => OpResult::Slot(Err(message)),
-        Op::Observe => OpResult::Observed(Err(message)),
+        Op::Observe { .. } => OpResult::Observed(Err(message)),
         Op::Journal(_) => OpResult::Journaled(Err(message)),
         Op::Start(_) => OpResult::Started(Err(message)),
         Op::Probe(_) => OpResult::Probed(Err(message)),
@@ -331,12 +331,18 @@ async fn execute(shared: Arc<Shared>, spec: Arc<ServiceSpec>, op: Op) -> Output 
                 Err(e) => plain(OpResult::Slot(Err(str_err(&e)))),
             }
         }
-        Op::Observe => {
-            let (observed, journal) = tokio::join!(sw.observe(s), shared.journal.load(s.name()));
+        Op::Observe { journal } => {
+            let load = async {
+                match journal {
+                    true => shared.journal.load(s.name()).await.map_err(|e| str_err(&e)),
+                    false => Ok(None),
+                }
+            };
+            let (observed, journal) = tokio::join!(sw.observe(s), load);
             let result = match (observed, journal) {
                 (Ok(o), Ok(j)) => Ok((o, j)),
                 (Err(e), _) => Err(str_err(&e)),
-                (_, Err(e)) => Err(str_err(&e)),
+                (_, Err(e)) => Err(e),
             };
             plain(OpResult::Observed(result))
         }

@@ -15,7 +15,10 @@
 //! use deployer_core::driver::{Driver, DriverConfig};
 //! let driver = Driver::new(DriverConfig::new("host-a"), ports, vec![spec]).unwrap();
 //! let handle = driver.handle(); // for an admin API
-//! driver.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! tokio::spawn(driver.run(async move { let _ = stopped.await; }));
+//! // ... later: stop gracefully.
+//! let _ = stop.send(());
 //! # let _ = handle;
 //! # }
 //! ```

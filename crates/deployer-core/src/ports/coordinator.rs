@@ -44,6 +44,7 @@ pub struct TargetSnapshot {
 
 /// A change seen by a [`TargetWatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // reason: `Updated` is the common case; boxing it would allocate per event
 pub enum WatchEvent {
     /// One target changed.
     Updated(Target),

@@ -33,8 +33,12 @@ pub enum Op {
         /// The target to roll out.
         target: Target,
     },
-    /// List the service's containers and load its journal.
-    Observe,
+    /// List the service's containers, and load its journal when asked (only the first
+    /// observation needs it: afterwards the machine itself is the journal's writer).
+    Observe {
+        /// Load the journal too.
+        journal: bool,
+    },
     /// Durably write the journal.
     Journal(JournalEntry),
     /// Ensure one container runs.
@@ -79,7 +83,9 @@ impl Op {
             Self::Probe(_) => Some(spec.health().timeout()),
             Self::Retire(_) => Some(t.drain + t.stop + QUICK),
             Self::Remove(_) => Some(t.stop + QUICK),
-            Self::Observe | Self::Journal(_) | Self::Promote(_) | Self::Halt { .. } => Some(QUICK),
+            Self::Observe { .. } | Self::Journal(_) | Self::Promote(_) | Self::Halt { .. } => {
+                Some(QUICK)
+            }
         }
     }
 
@@ -89,7 +95,7 @@ impl Op {
             Self::Admit => "admit",
             Self::Fetch { .. } => "fetch",
             Self::AcquireSlot { .. } => "acquire_slot",
-            Self::Observe => "observe",
+            Self::Observe { .. } => "observe",
             Self::Journal(_) => "journal",
             Self::Start(_) => "start",
             Self::Probe(_) => "probe",
@@ -103,6 +109,7 @@ impl Op {
 
 /// The result of an [`Op`]. Errors are already rendered for people: the machine only reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // reason: one value per step, moved once; boxing buys nothing
 pub enum OpResult {
     /// A permit is held.
     Admitted,
@@ -110,7 +117,7 @@ pub enum OpResult {
     Fetched(Result<(), String>),
     /// Result of [`Op::AcquireSlot`].
     Slot(Result<SlotOutcome, String>),
-    /// Result of [`Op::Observe`]: the containers and the journal.
+    /// Result of [`Op::Observe`]: the containers and, if asked for, the journal.
     Observed(Result<(Observed, Option<JournalEntry>), String>),
     /// Result of [`Op::Journal`].
     Journaled(Result<(), String>),
@@ -157,6 +164,7 @@ pub enum Input {
 
 /// What the machine asks the driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // reason: effects are short-lived; `Run` is the common one
 pub enum Effect {
     /// Start an operation. At most one runs at a time.
     Run {

@@ -23,6 +23,7 @@ use crate::target::{Halt, Revision, Target};
 
 /// Where a service's deployment stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // reason: one phase per service, moved by value on purpose
 pub enum Phase {
     /// Waiting for a local deploy permit before `0`.
     Admitting(Purpose),
@@ -172,6 +173,8 @@ pub struct Machine {
     given_up: Option<(Digest, Revision)>,
     /// Shutdown asked for.
     stopping: bool,
+    /// A container could not be retired or removed; a recovery pass must clean it up.
+    dirty: Option<String>,
     /// The deploy under way.
     run: Option<Run>,
     /// When a Tick is due.
@@ -200,6 +203,7 @@ impl Machine {
             attempts: 0,
             given_up: None,
             stopping: false,
+            dirty: None,
             run: None,
             wake: None,
             last_status: None,
@@ -282,7 +286,8 @@ impl Machine {
         {
             return;
         }
-        self.desired = Some(target.clone());
+        let target = &*self.desired.insert(target);
+        let (digest, halted) = (target.digest.clone(), target.halted.clone());
         match &mut self.phase {
             Phase::Idle | Phase::Halted { .. } => self.check_desired(fx),
             Phase::Backoff {
@@ -294,20 +299,18 @@ impl Machine {
                 self.admit(Purpose::Deploy, fx);
             }
             Phase::Fetching(current) | Phase::AwaitingSlot(current) => {
-                if current.digest != target.digest || target.halted.is_some() {
+                if current.digest != digest || halted.is_some() {
                     self.cancel_inflight(fx);
                     self.begin_deploy(now, fx);
                 }
             }
             Phase::Executing(plan) => {
                 if let PlanKind::Rollout { candidate, .. } = &plan.kind {
-                    let why = match &target.halted {
-                        Some(halt) if candidate.digest.as_ref() == Some(&target.digest) => {
-                            Some(Abort::HaltedElsewhere(halt.clone()))
+                    let why = match halted {
+                        Some(halt) if candidate.digest.as_ref() == Some(&digest) => {
+                            Some(Abort::HaltedElsewhere(halt))
                         }
-                        _ if candidate.digest.as_ref() != Some(&target.digest) => {
-                            Some(Abort::Superseded)
-                        }
+                        _ if candidate.digest.as_ref() != Some(&digest) => Some(Abort::Superseded),
                         _ => None,
                     };
                     if let Some(why) = why {
@@ -433,7 +436,12 @@ impl Machine {
 
     fn observe(&mut self, fetched: Option<Target>, fx: &mut Vec<Effect>) {
         self.phase = Phase::Observing(fetched);
-        self.run_op(Op::Observe, fx);
+        self.run_op(
+            Op::Observe {
+                journal: !self.booted,
+            },
+            fx,
+        );
     }
 
     /// With a permit held: start deploying the newest target, or go back to rest.
@@ -610,9 +618,16 @@ impl Machine {
         let Phase::Executing(plan) = &mut self.phase else {
             return;
         };
-        if let Some(why) = plan.abort.take() {
-            return self.request_abort(now, why, fx);
+        // An abort asked for while a step ran still applies, unless the candidate has meanwhile
+        // taken traffic: then the rollout finishes.
+        if let Some(why) = plan.abort.take()
+            && self.request_abort(now, why, fx)
+        {
+            return;
         }
+        let Phase::Executing(plan) = &mut self.phase else {
+            return;
+        };
         let op = match plan.actions.front() {
             None => return self.finish_plan(now, fx),
             Some(Action::Journal(entry)) => Op::Journal(entry.clone()),
@@ -652,6 +667,7 @@ impl Machine {
         // (reason, whether the build itself is to blame)
         let failure: Option<(String, bool)> = match (&action, result) {
             (Action::Journal(entry), OpResult::Journaled(Ok(()))) => {
+                self.journaled = true;
                 self.live = entry.live.clone();
                 self.next_generation = self.next_generation.max(entry.next_generation);
                 None
@@ -727,7 +743,9 @@ impl Machine {
                 // Out of traffic or not, the following remove stops it; a stuck old container
                 // must not fail a deploy whose new generation already serves.
                 self.model.update(*id, Status::Running);
-                warning = Some(format!("retiring {id} failed: {e}"));
+                let w = format!("retiring {id} failed: {e}");
+                self.dirty = Some(w.clone());
+                warning = Some(w);
                 None
             }
             (Action::Remove(id), OpResult::Removed(Ok(()))) => {
@@ -735,7 +753,9 @@ impl Machine {
                 None
             }
             (Action::Remove(id), OpResult::Removed(Err(e))) => {
-                warning = Some(format!("removing {id} failed: {e}"));
+                let w = format!("removing {id} failed: {e}");
+                self.dirty = Some(w.clone());
+                warning = Some(w);
                 None
             }
             (Action::Halt { .. }, OpResult::Halted(r)) => {
@@ -840,9 +860,12 @@ impl Machine {
         let Phase::Executing(plan) = std::mem::replace(&mut self.phase, Phase::Idle) else {
             return;
         };
+        let clean = self.dirty.is_none();
         match plan.kind {
             PlanKind::Recover => {
-                self.attempts = 0;
+                if clean {
+                    self.attempts = 0;
+                }
                 self.rest(fx);
             }
             PlanKind::Rollout { target, candidate } => {
@@ -918,41 +941,43 @@ impl Machine {
         }
         if self.stopping {
             self.stop(fx);
+        } else if let Some(problem) = self.dirty.take() {
+            // Something was left behind: converge again after a pause, within the retry budget.
+            let reason = format!("cleanup incomplete: {problem}");
+            self.transient_failure(now, Purpose::Recover, reason, fx);
         } else {
             self.check_desired(fx);
         }
     }
 
     /// Abandons a rollout whose candidate has not taken traffic; one that has finishes first.
-    fn request_abort(&mut self, now: Instant, why: Abort, fx: &mut Vec<Effect>) {
+    /// Returns whether the abort plan replaced the rollout.
+    fn request_abort(&mut self, now: Instant, why: Abort, fx: &mut Vec<Effect>) -> bool {
         let Phase::Executing(plan) = &mut self.phase else {
-            return;
+            return false;
         };
         let PlanKind::Rollout { target, candidate } = &plan.kind else {
-            return;
+            return false;
         };
         if self.model.serves(candidate.id) {
-            return;
+            return false;
         }
         let cancellable = self.inflight.is_none_or(|(_, c)| c);
         if !cancellable {
             plan.abort = Some(why);
-            return;
+            return false;
         }
         let (target, candidate) = (target.clone(), candidate.clone());
         self.cancel_inflight(fx);
         self.wake = None;
         let actions = self.converge_on_live();
-        self.execute(
-            now,
-            PlanKind::Abort {
-                target,
-                candidate,
-                why,
-            },
-            actions,
-            fx,
-        );
+        let kind = PlanKind::Abort {
+            target,
+            candidate,
+            why,
+        };
+        self.execute(now, kind, actions, fx);
+        true
     }
 
     fn converge_on_live(&self) -> VecDeque<Action> {

@@ -25,15 +25,11 @@ impl ServiceName {
             Some(format!("{name:?} is longer than {NAME_MAX} characters"))
         } else if !name.as_bytes()[0].is_ascii_alphanumeric() {
             Some(format!("{name:?} must start with a letter or digit"))
-        } else if let Some(bad) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-        {
-            Some(format!(
-                "{name:?} contains {bad:?}; allowed are letters, digits, '_', '.', '-'"
-            ))
         } else {
-            None
+            let allowed = |c: &char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+            name.chars().find(|c| !allowed(c)).map(|bad| {
+                format!("{name:?} contains {bad:?}; allowed are letters, digits, '_', '.', '-'")
+            })
         };
         match problem {
             Some(problem) => Err(SpecError::invalid("name", problem)),

@@ -22,6 +22,9 @@ struct State {
     fetches: Vec<(ImageRef, Digest)>,
     resolves: u32,
     fetch_delay: Duration,
+    delay_for: HashMap<ImageRef, Duration>,
+    fetching: u32,
+    max_fetching: u32,
     failures: Failures,
 }
 
@@ -43,6 +46,16 @@ impl FakeImageSource {
     /// Makes every fetch take `delay` (use with paused tokio time).
     pub fn set_fetch_delay(&self, delay: Duration) {
         self.state().fetch_delay = delay;
+    }
+
+    /// Makes fetches of `image` (a repo:tag) take `delay`, overriding the general delay.
+    pub fn set_fetch_delay_for(&self, image: &ImageRef, delay: Duration) {
+        self.state().delay_for.insert(image.without_digest(), delay);
+    }
+
+    /// The most fetches that ever ran at once.
+    pub fn max_concurrent_fetches(&self) -> u32 {
+        self.state().max_fetching
     }
 
     /// Fails the next `times` calls of `op` (`resolve`, `fetch`, `build`).
@@ -96,8 +109,22 @@ impl ImageSource for FakeImageSource {
                     source: "injected failure".into(),
                 });
             }
-            state.fetch_delay
+            state.fetching += 1;
+            state.max_fetching = state.max_fetching.max(state.fetching);
+            state
+                .delay_for
+                .get(&image.without_digest())
+                .copied()
+                .unwrap_or(state.fetch_delay)
         };
+        // Counts the fetch as finished even when the future is dropped (cancelled).
+        struct Done<'a>(&'a FakeImageSource);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.state().fetching -= 1;
+            }
+        }
+        let _done = Done(self);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
