@@ -5,6 +5,8 @@
 //! - [`DockerImageSource`]: the core's `ImageSource`: resolve a tag at its registry without
 //!   pulling, pull `repo@digest` only when it is not local (credentials from a Docker
 //!   `config.json`), or build a directory with a Dockerfile.
+//! - [`DockerSwitcher`]: the core's `Switcher`: handover (behind an in-process proxy),
+//!   recreate (identical config, new image) and stop (leave the restart to a supervisor).
 //! - [`RedbJournal`]: the core's `Journal`, durable in one redb file.
 //!
 //! Entry point for the binary: [`connect::connect`], then the adapters.
@@ -28,9 +30,11 @@ pub mod credentials;
 mod error;
 pub mod image_source;
 pub mod journal;
+pub mod switcher;
 
 pub use connect::{DockerEndpoint, EnvSource, ProcessEnv};
 pub use credentials::{Credentials, RegistryAuth};
 pub use error::DockerError;
 pub use image_source::DockerImageSource;
 pub use journal::{OpenJournalError, RedbJournal};
+pub use switcher::{DockerSwitcher, SwitcherConfig};

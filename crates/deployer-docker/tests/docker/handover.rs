@@ -1,1 +1,151 @@
-//! (to come)
+//! The handover strategy through the real driver: zero failed requests across deploys,
+//! rollback of bad images, supersede during probing.
+
+use std::time::Duration;
+
+use deployer_core::Outcome;
+use deployer_core::service::Strategy;
+use deployer_testkit::Sweep;
+use deployer_testkit::images::{self, App};
+
+use crate::support::{
+    ClientLoop, Harness, bounded, build_image, containers_of, eventually, fetch_body,
+    handover_service,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_deploys_without_a_failed_request() -> anyhow::Result<()> {
+    bounded(Duration::from_secs(150), "twenty handover deploys", async {
+        let sweep = Sweep::new("handover-twenty");
+        let docker = images::docker().await;
+        let (v1, id1) = build_image(&docker, &sweep, "web", "v1", App::http("v1"), false).await?;
+        let (_, id2) = build_image(&docker, &sweep, "web", "v2", App::http("v2"), false).await?;
+        let tracked = v1.with_tag("live")?;
+        let spec = handover_service(&sweep, "web", &tracked, Duration::from_secs(10))?;
+        let listen = spec.strategy().handover().unwrap().listen();
+        let service = spec.name().to_string();
+        let harness = Harness::start(&docker, vec![spec]).await?;
+
+        let rev = harness.publish(&tracked, &id1).await?;
+        let report = harness.report(rev, Duration::from_secs(30)).await?;
+        assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+        assert_eq!(fetch_body(listen).await?, "v1\n");
+
+        let clients = ClientLoop::start(listen, 2, 2);
+        for n in 0..20 {
+            let (id, version) = if n % 2 == 0 {
+                (&id2, "v2\n")
+            } else {
+                (&id1, "v1\n")
+            };
+            let rev = harness.publish(&tracked, id).await?;
+            let report = harness.report(rev, Duration::from_secs(30)).await?;
+            assert_eq!(report.outcome, Outcome::Succeeded, "deploy {n}: {report:?}");
+            assert_eq!(fetch_body(listen).await?, version, "deploy {n}");
+        }
+        let (ok, failed, errors) = clients.finish().await;
+        assert_eq!(failed, 0, "failed requests: {errors:?}");
+        assert!(ok > 100, "only {ok} requests went through");
+
+        // Exactly one container is left, it runs, and it is the proxy's only backend.
+        let left = containers_of(&docker, &service).await?;
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].1, "{left:?}");
+        let proxy = harness.switcher.proxy(&service.parse()?).unwrap();
+        assert_eq!(proxy.backends().len(), 1);
+        assert!(!harness.switcher.proxy_stats().is_empty());
+        harness.stop().await
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_images_roll_back_and_a_newer_target_supersedes_a_probing_candidate()
+-> anyhow::Result<()> {
+    bounded(Duration::from_secs(120), "handover failures", async {
+        let sweep = Sweep::new("handover-failures");
+        let docker = images::docker().await;
+        let (v1, id1) = build_image(&docker, &sweep, "api", "v1", App::http("v1"), false).await?;
+        let (_, never) =
+            build_image(&docker, &sweep, "api", "never", App::NeverHealthy, false).await?;
+        let (_, exits) =
+            build_image(&docker, &sweep, "api", "exits", App::ExitsAtStart, false).await?;
+        let slow_app = App::SlowHttp {
+            version: "slow".into(),
+            boot: Duration::from_secs(4),
+        };
+        let (_, slow) = build_image(&docker, &sweep, "api", "slow", slow_app, false).await?;
+        let (_, id2) = build_image(&docker, &sweep, "api", "v2", App::http("v2"), false).await?;
+        let tracked = v1.with_tag("live")?;
+        let spec = handover_service(&sweep, "api", &tracked, Duration::from_secs(2))?;
+        let Strategy::Handover(handover) = spec.strategy().clone() else {
+            unreachable!()
+        };
+        let listen = handover.listen();
+        let service = spec.name().to_string();
+        let harness = Harness::start(&docker, vec![spec]).await?;
+        let rev = harness.publish(&tracked, &id1).await?;
+        assert_eq!(
+            harness.report(rev, Duration::from_secs(30)).await?.outcome,
+            Outcome::Succeeded
+        );
+        let clients = ClientLoop::start(listen, 1, 1);
+
+        // Never healthy: rolled back at the deadline, the candidate removed.
+        let rev = harness.publish(&tracked, &never).await?;
+        let report = harness.report(rev, Duration::from_secs(30)).await?;
+        assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+        assert!(
+            report
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("not healthy"),
+            "{report:?}"
+        );
+        assert_eq!(fetch_body(listen).await?, "v1\n");
+        assert_eq!(containers_of(&docker, &service).await?.len(), 1);
+
+        // Exits at start: rolled back with its exit code.
+        let rev = harness.publish(&tracked, &exits).await?;
+        let report = harness.report(rev, Duration::from_secs(30)).await?;
+        assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+        assert!(
+            report
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("exit code 1"),
+            "{report:?}"
+        );
+        assert_eq!(fetch_body(listen).await?, "v1\n");
+        assert_eq!(containers_of(&docker, &service).await?.len(), 1);
+
+        // A slow candidate is superseded by v2 while it is probed, then v2 takes over. The
+        // health deadline is 2 s, shorter than the boot: only a supersede can save it from a
+        // rollback, so the order of reports proves the supersede happened.
+        let rev_slow = harness.publish(&tracked, &slow).await?;
+        eventually(
+            Duration::from_secs(10),
+            "the slow candidate to start",
+            || async {
+                let all = containers_of(&docker, &service).await.ok()?;
+                (all.len() == 2).then_some(())
+            },
+        )
+        .await?;
+        let rev2 = harness.publish(&tracked, &id2).await?;
+        let superseded = harness.report(rev_slow, Duration::from_secs(30)).await?;
+        assert_eq!(superseded.outcome, Outcome::Superseded, "{superseded:?}");
+        let report = harness.report(rev2, Duration::from_secs(30)).await?;
+        assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+        assert_eq!(fetch_body(listen).await?, "v2\n");
+        let left = containers_of(&docker, &service).await?;
+        assert_eq!(left.len(), 1, "{left:?}");
+
+        let (_, failed, errors) = clients.finish().await;
+        assert_eq!(failed, 0, "failed requests: {errors:?}");
+        harness.stop().await
+    })
+    .await?
+}

@@ -209,3 +209,174 @@ impl ClientLoop {
         )
     }
 }
+
+/// A driver running real adapters: the Docker image source and switcher, a redb journal in
+/// a temporary directory, the in-memory coordinator and a recording notifier.
+pub struct Harness {
+    pub switcher: Arc<deployer_docker::DockerSwitcher>,
+    pub notifier: Arc<deployer_core::testing::RecordingNotifier>,
+    pub coordinator: Arc<deployer_core::memory::MemoryCoordinator>,
+    pub journal_path: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Binds the proxies of `specs` and runs a driver for them.
+    pub async fn start(
+        docker: &Docker,
+        specs: Vec<deployer_core::ServiceSpec>,
+    ) -> anyhow::Result<Self> {
+        use deployer_core::driver::{Driver, DriverConfig, Ports};
+        let dir = tempfile::tempdir()?;
+        let journal_path = dir.path().join("journal.redb");
+        let switcher = Arc::new(deployer_docker::DockerSwitcher::new(
+            docker.clone(),
+            deployer_docker::SwitcherConfig::default(),
+        ));
+        switcher.bind_proxies(&specs).await?;
+        let notifier = Arc::new(deployer_core::testing::RecordingNotifier::new());
+        let coordinator = Arc::new(deployer_core::memory::MemoryCoordinator::new("test"));
+        let ports = Ports {
+            images: Arc::new(deployer_docker::DockerImageSource::new(
+                docker.clone(),
+                deployer_docker::Credentials::none(),
+            )),
+            switcher: switcher.clone(),
+            coordinator: coordinator.clone(),
+            journal: Arc::new(deployer_docker::RedbJournal::open(&journal_path)?),
+            notifiers: vec![notifier.clone()],
+        };
+        let driver = Driver::new(DriverConfig::new("test"), ports, specs)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(driver.run(async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            switcher,
+            notifier,
+            coordinator,
+            journal_path,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        })
+    }
+
+    /// Publishes `digest` for `image` as an operator would (forced), returns its revision.
+    pub async fn publish(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+    ) -> anyhow::Result<deployer_core::Revision> {
+        use deployer_core::ports::Coordinator;
+        let mut request = deployer_core::PublishRequest::new(
+            image.clone(),
+            digest.parse()?,
+            deployer_core::Source::new("test"),
+        );
+        request.force = true;
+        Ok(self.coordinator.publish(request).await?.target().revision)
+    }
+
+    /// Waits for the final report of the deploy of `revision`.
+    pub async fn report(
+        &self,
+        revision: deployer_core::Revision,
+        limit: Duration,
+    ) -> anyhow::Result<deployer_core::DeployReport> {
+        bounded(
+            limit,
+            "waiting for a deploy report",
+            self.notifier
+                .wait_for(|r| r.revision == Some(revision) && r.outcome.is_final()),
+        )
+        .await
+    }
+
+    /// Stops the driver and the proxies.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        bounded(Duration::from_secs(30), "driver shutdown", &mut self.task).await??;
+        self.switcher.shutdown(Duration::from_secs(1)).await;
+        Ok(())
+    }
+}
+
+/// A handover service on a free loopback port, probed over HTTP, with short timeouts.
+pub fn handover_service(
+    sweep: &Sweep,
+    name: &str,
+    image: &ImageRef,
+    deadline: Duration,
+) -> anyhow::Result<deployer_core::ServiceSpec> {
+    use deployer_core::service::{
+        ContainerTemplate, Handover, HealthCheck, Probe, ProxyProtocol, Strategy, Timeouts,
+    };
+    let handover = Handover::new(
+        deployer_testkit::net::free_addr(),
+        images::HTTP_PORT,
+        ProxyProtocol::Http,
+        1,
+    )?;
+    let health = HealthCheck::new(
+        Probe::Http {
+            path: "/health".into(),
+            status: 200,
+        },
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+        deadline,
+        1,
+    )?;
+    Ok(
+        deployer_core::ServiceSpec::builder(&sweep.name(name), image.clone())
+            .strategy(Strategy::Handover(handover))
+            .health(health)
+            .timeouts(Timeouts {
+                fetch: Duration::from_secs(30),
+                start: Duration::from_secs(20),
+                stop: Duration::ZERO,
+                drain: Duration::from_secs(2),
+            })
+            .template(ContainerTemplate {
+                labels: sweep.labels().into_iter().collect(),
+                ..Default::default()
+            })
+            .build()?,
+    )
+}
+
+/// The service's containers: (name, running), from the engine.
+pub async fn containers_of(docker: &Docker, service: &str) -> anyhow::Result<Vec<(String, bool)>> {
+    let options = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(std::collections::HashMap::from([(
+            "label".to_owned(),
+            vec![format!("deployer.service={service}")],
+        )])),
+        ..Default::default()
+    };
+    let mut out: Vec<(String, bool)> = docker
+        .list_containers(Some(options))
+        .await?
+        .into_iter()
+        .map(|c| {
+            (
+                c.names
+                    .unwrap_or_default()
+                    .first()
+                    .cloned()
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned(),
+                c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,295 @@
+//! The handover strategy: candidates on an ephemeral loopback port beside the old ones,
+//! traffic moved in deployer's proxy, old ones drained then stopped.
+//!
+//! Containers are named `<service>-g<gen>-s<slot>`, so a repeated start finds the container
+//! a crash left and reuses it.
+
+use std::net::SocketAddr;
+
+use deployer_core::ServiceSpec;
+use deployer_core::ports::{Promoted, Removed, Retired, Started, SwitchError};
+use deployer_core::reconcile::{Health, InstanceId, InstanceSpec};
+use deployer_core::service::Handover;
+
+use super::container_config::{self, Publish};
+use super::probe::{check, host_addr};
+use super::{DockerSwitcher, Found, engine, failed, labels};
+use crate::error::{Failure, classify};
+
+/// Whether each found container takes traffic (its address is a live backend of the
+/// proxy). Backends of no running container of the service are dropped from the proxy:
+/// they are leftovers (a container removed or restarted behind our back).
+pub(super) fn serving(
+    switcher: &DockerSwitcher,
+    service: &ServiceSpec,
+    handover: &Handover,
+    found: &[Found],
+) -> Vec<bool> {
+    let Some(proxy) = switcher.proxy(service.name()) else {
+        return vec![false; found.len()];
+    };
+    let live = proxy.backends();
+    let addrs: Vec<Option<SocketAddr>> = found
+        .iter()
+        .map(|f| {
+            if !f.running {
+                return None;
+            }
+            let published = published_addr(switcher, f, handover.container_port());
+            // The address it was promoted with, as long as it still has it.
+            switcher
+                .recorded_backend(service.name(), f.instance)
+                .filter(|a| Some(*a) == published)
+                .or(published)
+        })
+        .collect();
+    for backend in &live {
+        if !addrs.contains(&Some(*backend)) {
+            tracing::warn!(service = %service.name(), %backend, "dropping a proxy backend no running container has");
+            drop(proxy.remove_backend(*backend));
+        }
+    }
+    addrs
+        .into_iter()
+        .map(|a| a.is_some_and(|a| live.contains(&a)))
+        .collect()
+}
+
+/// The host address of `container_port` in a list entry.
+fn published_addr(
+    switcher: &DockerSwitcher,
+    found: &Found,
+    container_port: u16,
+) -> Option<SocketAddr> {
+    found.summary.ports.iter().flatten().find_map(|p| {
+        let ip = p.ip.as_deref()?.parse().ok()?;
+        let port = p.public_port?;
+        (p.private_port == container_port && ip == switcher.config.host_ip)
+            .then(|| SocketAddr::new(ip, port))
+    })
+}
+
+pub(super) async fn start(
+    switcher: &DockerSwitcher,
+    service: &ServiceSpec,
+    handover: &Handover,
+    instance: &InstanceSpec,
+) -> Result<Started, SwitchError> {
+    let id = instance.id;
+    let err = engine("start", service, id);
+    let name = labels::handover_name(service.name(), id);
+    if let Some(existing) = switcher.inspect(&name).await.map_err(&err)? {
+        return restart_existing(switcher, service, &name, &existing).await;
+    }
+    let image = switcher.image_for(instance).await;
+    let spec = container_config::from_template(
+        service.template(),
+        &image,
+        labels::for_instance(service, instance, &name),
+        labels::env_for_instance(service, instance),
+        Publish::Loopback {
+            container_port: handover.container_port(),
+            host_ip: switcher.config.host_ip,
+        },
+    )
+    .map_err(|reason| failed("start", service, id, reason))?;
+    match switcher.create_and_start(&name, spec).await {
+        Ok(()) => {
+            tracing::info!(service = %service.name(), instance = %id, container = %name, %image, "candidate started");
+            Ok(Started::Created)
+        }
+        // Created by an earlier attempt that did not hear back: take it as it is.
+        Err(e) if classify(&e) == Failure::Conflict => {
+            match switcher.inspect(&name).await.map_err(&err)? {
+                Some(existing) => restart_existing(switcher, service, &name, &existing).await,
+                None => Err(err(e)),
+            }
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+async fn restart_existing(
+    switcher: &DockerSwitcher,
+    service: &ServiceSpec,
+    name: &str,
+    existing: &bollard::models::ContainerInspectResponse,
+) -> Result<Started, SwitchError> {
+    let labels = existing
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    let id = super::labels::instance_of(&labels);
+    let instance = InstanceId {
+        generation: id.0.unwrap_or_default(),
+        slot: id.1.unwrap_or_default(),
+    };
+    if labels.get(super::labels::SERVICE).map(String::as_str) != Some(service.name().as_str()) {
+        return Err(failed(
+            "start",
+            service,
+            instance,
+            format!("container {name} exists but does not belong to the service"),
+        ));
+    }
+    if existing.state.as_ref().and_then(|s| s.running) == Some(true) {
+        return Ok(Started::AlreadyRunning);
+    }
+    switcher
+        .start_container(name)
+        .await
+        .map_err(engine("start", service, instance))?;
+    Ok(Started::Restarted)
+}
+
+pub(super) async fn probe(
+    switcher: &DockerSwitcher,
+    service: &ServiceSpec,
+    handover: &Handover,
+    id: InstanceId,
+) -> Result<Health, SwitchError> {
+    let name = labels::handover_name(service.name(), id);
+    match switcher
+        .inspect(&name)
+        .await
+        .map_err(engine("probe", service, id))?
+    {
+        Some(container) => Ok(check(
+            switcher,
+            service,
+            &container,
+            Some(handover.container_port()),
+        )
+        .await),
+        None => Ok(Health::Exited(format!("container {name} does not exist"))),
+    }
+}
+
+pub(super) async fn promote(
+    switcher: &DockerSwitcher,
+    service: &ServiceSpec,
+    id: InstanceId,
+) -> Result<Promoted, SwitchError> {
+    let name = labels::handover_name(service.name(), id);
+    let Some(handover) = service.strategy().handover() else {
+        return Err(failed("promote", service, id, "not a handover service"));
+    };
+    let container = switcher
+        .inspect(&name)
+        .await
+        .map_err(engine("promote", service, id))?
+        .ok_or_else(|| {
+            failed(
+                "promote",
+                service,
+                id,
+                format!("container {name} does not exist"),
+            )
+        })?;
+    if container.state.as_ref().and_then(|s| s.running) != Some(true) {
+        return Err(failed(
+            "promote",
+            service,
+            id,
+            format!("container {name} is not running"),
+        ));
+    }
+    let addr = host_addr(
+        &container,
+        Some(handover.container_port()),
+        switcher.config.host_ip,
+    )
+    .ok_or_else(|| {
+        failed(
+            "promote",
+            service,
+            id,
+            format!("container {name} publishes no port"),
+        )
+    })?;
+    let proxy = switcher
+        .proxy_for(service)
+        .await
+        .map_err(|e| SwitchError::Failed {
+            operation: "promote",
+            service: service.name().to_string(),
+            instance: id,
+            reason: "the service's proxy is not bound".to_owned(),
+            source: Some(Box::new(e)),
+        })?
+        .ok_or_else(|| failed("promote", service, id, "no proxy"))?;
+    switcher.record_backend(service.name(), id, Some(addr));
+    let outcome = match proxy.add_backend(addr) {
+        deployer_proxy::AddOutcome::Added => Promoted::Switched,
+        _ => Promoted::AlreadyServing,
+    };
+    tracing::info!(service = %service.name(), instance = %id, backend = %addr, "serving");
+    Ok(outcome)
+}
+
+pub(super) async fn retire(
+    switcher: &DockerSwitcher,
+    service: &ServiceSpec,
+    handover: &Handover,
+    id: InstanceId,
+) -> Result<Retired, SwitchError> {
+    let name = labels::handover_name(service.name(), id);
+    let container = switcher
+        .inspect(&name)
+        .await
+        .map_err(engine("retire", service, id))?;
+    let recorded = switcher.record_backend(service.name(), id, None);
+    let published = container
+        .as_ref()
+        .and_then(|c| host_addr(c, Some(handover.container_port()), switcher.config.host_ip));
+    let mut cut = 0;
+    if let Some(proxy) = switcher.proxy(service.name()) {
+        for addr in [recorded, published].into_iter().flatten() {
+            let drain = proxy.remove_backend(addr);
+            if !drain.is_empty() {
+                cut += drain.wait(service.timeouts().drain).await.cut;
+            }
+        }
+    }
+    let running = container
+        .as_ref()
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.running)
+        == Some(true);
+    if !running {
+        return Ok(if cut > 0 {
+            Retired::Stopped { cut }
+        } else {
+            Retired::AlreadyStopped
+        });
+    }
+    switcher
+        .stop_container(&name, service.timeouts().stop)
+        .await
+        .map_err(engine("retire", service, id))?;
+    tracing::info!(service = %service.name(), instance = %id, cut, "retired");
+    Ok(Retired::Stopped { cut })
+}
+
+pub(super) async fn remove(
+    switcher: &DockerSwitcher,
+    service: &ServiceSpec,
+    id: InstanceId,
+) -> Result<Removed, SwitchError> {
+    let name = labels::handover_name(service.name(), id);
+    // Never leave a backend pointing at a deleted container; its drain is not awaited, as
+    // the engine only removes what no longer takes traffic.
+    if let (Some(addr), Some(proxy)) = (
+        switcher.record_backend(service.name(), id, None),
+        switcher.proxy(service.name()),
+    ) {
+        drop(proxy.remove_backend(addr));
+    }
+    let removed = switcher
+        .remove_container(&name, true)
+        .await
+        .map_err(engine("remove", service, id))?;
+    tracing::debug!(service = %service.name(), instance = %id, ?removed, "removed");
+    Ok(removed)
+}

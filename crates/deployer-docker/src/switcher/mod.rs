@@ -1,0 +1,617 @@
+//! [`DockerSwitcher`]: the core's `Switcher` over the Docker engine, dispatching each step on
+//! the service's strategy (handover, recreate, stop).
+//!
+//! What belongs to a service: containers labelled `deployer.service=<name>` (everything
+//! deployer creates carries it), plus adopted ones: containers labelled
+//! `deployer.enable=true` whose name is the service's name. Nothing else is ever touched.
+
+mod container_config;
+mod handover;
+pub(crate) mod labels;
+mod probe;
+mod recreate;
+mod stop;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, RenameContainerOptions, StartContainerOptions, StopContainerOptions,
+};
+use deployer_core::ports::{Promoted, Removed, Retired, Started, SwitchError, Switcher};
+use deployer_core::reconcile::{
+    Generation, Health, InstanceId, InstanceSpec, Observed, ObservedInstance, RunState,
+};
+use deployer_core::service::{ProxyProtocol, Strategy};
+use deployer_core::{Digest, ImageRef, ServiceName, ServiceSpec};
+use deployer_proxy::{BackendStats, Proxy, ProxyConfig};
+use futures_util::StreamExt;
+
+use crate::error::{DockerError, is_not_found, step_failed, switch_error};
+use crate::image_source::has_repo_digest;
+pub use labels::{ENABLE, GENERATION, MANAGED, SERVICE, SLOT};
+
+/// Settings of a [`DockerSwitcher`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SwitcherConfig {
+    /// The host address handover candidates publish their port on (an ephemeral port).
+    /// Keep it on loopback: only the proxy should reach candidates.
+    pub host_ip: IpAddr,
+    /// Lines of a container's output quoted when it exits during probing.
+    pub log_lines: usize,
+    /// The proxies' bound on connecting to a backend.
+    pub proxy_connect_timeout: Duration,
+    /// The HTTP proxies' bound on a backend's response headers.
+    pub proxy_response_timeout: Duration,
+}
+
+impl Default for SwitcherConfig {
+    /// Candidates on 127.0.0.1, 20 log lines, 2 s proxy connect, 60 s proxy response timeout.
+    fn default() -> Self {
+        Self {
+            host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            log_lines: 20,
+            proxy_connect_timeout: Duration::from_secs(2),
+            proxy_response_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Runs services' containers on a Docker engine and owns the handover services' proxies.
+///
+/// The proxies run in this process: while the daemon is down no traffic reaches handover
+/// services (their containers keep running, and recovery re-attaches them at start).
+pub struct DockerSwitcher {
+    docker: Docker,
+    config: SwitcherConfig,
+    /// One proxy per handover service, bound up front by [`Self::bind_proxies`].
+    proxies: RwLock<BTreeMap<ServiceName, Proxy>>,
+    /// Serialises lazy binding, so two steps never bind one listen address twice.
+    bind_lock: tokio::sync::Mutex<()>,
+    /// The backend address each promoted instance was added to its proxy with (a restarted
+    /// container gets a new ephemeral port, so the address cannot be re-read later).
+    backends: Mutex<HashMap<(ServiceName, InstanceId), SocketAddr>>,
+}
+
+impl std::fmt::Debug for DockerSwitcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let proxies: Vec<String> = self.proxy_map().keys().map(ToString::to_string).collect();
+        f.debug_struct("DockerSwitcher")
+            .field("config", &self.config)
+            .field("proxies", &proxies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A container of a service, as listed.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    /// The container ID.
+    pub(crate) id: String,
+    /// Its name, without the leading `/`.
+    pub(crate) name: String,
+    pub(crate) labels: HashMap<String, String>,
+    pub(crate) running: bool,
+    pub(crate) instance: InstanceId,
+    pub(crate) image: ImageRef,
+    pub(crate) digest: Option<Digest>,
+    pub(crate) summary: ContainerSummary,
+}
+
+impl Found {
+    /// The name the recreate strategy keeps stable for this container.
+    pub(crate) fn base_name(&self) -> String {
+        self.labels
+            .get(labels::NAME)
+            .cloned()
+            .unwrap_or_else(|| labels::base_name(&self.name).to_owned())
+    }
+}
+
+impl DockerSwitcher {
+    /// A switcher on `docker` (see [`crate::connect`]).
+    pub fn new(docker: Docker, config: SwitcherConfig) -> Self {
+        Self {
+            docker,
+            config,
+            proxies: RwLock::default(),
+            bind_lock: tokio::sync::Mutex::new(()),
+            backends: Mutex::default(),
+        }
+    }
+
+    /// The engine client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn proxy_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ServiceName, Proxy>> {
+        self.proxies.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Binds the proxy of every handover service among `services` at its listen address
+    /// (HTTP or TCP as configured), so a bad or taken address fails at startup. Services
+    /// already bound are skipped. Call before running the driver.
+    pub async fn bind_proxies(&self, services: &[ServiceSpec]) -> Result<(), DockerError> {
+        for service in services {
+            self.proxy_for(service).await?;
+        }
+        Ok(())
+    }
+
+    /// The proxy of a handover service, bound now if [`Self::bind_proxies`] did not.
+    async fn proxy_for(&self, service: &ServiceSpec) -> Result<Option<Proxy>, DockerError> {
+        let Some(handover) = service.strategy().handover() else {
+            return Ok(None);
+        };
+        if let Some(proxy) = self.proxy(service.name()) {
+            return Ok(Some(proxy));
+        }
+        let _binding = self.bind_lock.lock().await;
+        if let Some(proxy) = self.proxy(service.name()) {
+            return Ok(Some(proxy));
+        }
+        let config = match handover.protocol() {
+            ProxyProtocol::Http => ProxyConfig::http(handover.listen())
+                .with_response_timeout(self.config.proxy_response_timeout),
+            ProxyProtocol::Tcp => ProxyConfig::tcp(handover.listen()),
+        }
+        .with_connect_timeout(self.config.proxy_connect_timeout);
+        let proxy = Proxy::bind(config)
+            .await
+            .map_err(|source| DockerError::Proxy {
+                service: service.name().to_string(),
+                source,
+            })?;
+        tracing::info!(service = %service.name(), listen = %proxy.local_addr(), "proxy bound");
+        self.proxies
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(service.name().clone(), proxy.clone());
+        Ok(Some(proxy))
+    }
+
+    /// The proxy of `service`, if it has one bound.
+    pub fn proxy(&self, service: &ServiceName) -> Option<Proxy> {
+        self.proxy_map().get(service).cloned()
+    }
+
+    /// Every proxy's per-backend counters, for metrics.
+    pub fn proxy_stats(&self) -> Vec<(ServiceName, BackendStats)> {
+        self.proxy_map()
+            .iter()
+            .flat_map(|(name, proxy)| proxy.stats().into_iter().map(move |s| (name.clone(), s)))
+            .collect()
+    }
+
+    /// Stops every proxy, letting open requests finish within `grace`. Call after the
+    /// driver has finished: the containers keep running, and the next start re-attaches
+    /// them after probing.
+    pub async fn shutdown(&self, grace: Duration) {
+        let proxies: Vec<(ServiceName, Proxy)> =
+            std::mem::take(&mut *self.proxies.write().unwrap_or_else(PoisonError::into_inner))
+                .into_iter()
+                .collect();
+        for (service, proxy) in proxies {
+            let report = proxy.shutdown(grace).await;
+            tracing::info!(service = %service, cut = report.cut, "proxy stopped");
+        }
+    }
+
+    fn record_backend(
+        &self,
+        service: &ServiceName,
+        id: InstanceId,
+        addr: Option<SocketAddr>,
+    ) -> Option<SocketAddr> {
+        let mut map = self.backends.lock().unwrap_or_else(PoisonError::into_inner);
+        match addr {
+            Some(addr) => map.insert((service.clone(), id), addr),
+            None => map.remove(&(service.clone(), id)),
+        }
+    }
+
+    fn recorded_backend(&self, service: &ServiceName, id: InstanceId) -> Option<SocketAddr> {
+        self.backends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(service.clone(), id))
+            .copied()
+    }
+
+    // ---- engine helpers shared by the strategies ----
+
+    async fn list_filtered(
+        &self,
+        label: String,
+    ) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
+            ..Default::default()
+        };
+        self.docker.list_containers(Some(options)).await
+    }
+
+    /// Every container of `service`, in any state, with its instance id.
+    pub(crate) async fn list(
+        &self,
+        service: &ServiceSpec,
+    ) -> Result<Vec<Found>, bollard::errors::Error> {
+        let name = service.name();
+        let mut summaries = self
+            .list_filtered(format!("{}={name}", labels::SERVICE))
+            .await?;
+        let adopted = self
+            .list_filtered(format!("{}=true", labels::ENABLE))
+            .await?;
+        summaries.extend(adopted.into_iter().filter(|s| {
+            let l = s.labels.clone().unwrap_or_default();
+            !l.contains_key(labels::SERVICE)
+                && labels::adopted_service(&l, &summary_name(s)).as_ref() == Some(name)
+        }));
+        let mut found = Vec::with_capacity(summaries.len());
+        let mut unplaced = Vec::new();
+        let mut digests: HashMap<String, Option<Digest>> = HashMap::new();
+        for summary in summaries {
+            let labels = summary.labels.clone().unwrap_or_default();
+            let (generation, slot) = labels::instance_of(&labels);
+            let image = labels::image_of(&labels).unwrap_or_else(|| service.image().clone());
+            let digest = match labels::digest_of(&labels) {
+                Some(d) => Some(d),
+                None => {
+                    let image_id = summary.image_id.clone().unwrap_or_default();
+                    match digests.get(&image_id) {
+                        Some(d) => d.clone(),
+                        None => {
+                            let d = self.registry_digest(&image_id, service.image()).await;
+                            digests.insert(image_id, d.clone());
+                            d
+                        }
+                    }
+                }
+            };
+            let entry = Found {
+                id: summary.id.clone().unwrap_or_default(),
+                name: summary_name(&summary),
+                running: matches!(
+                    summary.state,
+                    Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED)
+                ),
+                instance: InstanceId {
+                    generation: generation.unwrap_or(Generation(0)),
+                    slot: slot.unwrap_or(0),
+                },
+                image,
+                digest,
+                labels,
+                summary,
+            };
+            if slot.is_some() {
+                found.push(entry);
+            } else {
+                unplaced.push(entry);
+            }
+        }
+        // Adopted containers carry no slot: number them in name order, after the labelled
+        // ones, so every container has its own instance id.
+        unplaced.sort_by(|a, b| a.name.cmp(&b.name));
+        for mut entry in unplaced {
+            let taken = |slot: u32| {
+                found.iter().any(|f: &Found| {
+                    f.instance.generation == entry.instance.generation && f.instance.slot == slot
+                })
+            };
+            entry.instance.slot = (0..).find(|s| !taken(*s)).unwrap_or(0);
+            found.push(entry);
+        }
+        Ok(found)
+    }
+
+    /// The registry digest of local image `image_id` for `image`'s repository, if any.
+    async fn registry_digest(&self, image_id: &str, image: &ImageRef) -> Option<Digest> {
+        let inspect = self.docker.inspect_image(image_id).await.ok()?;
+        inspect.repo_digests.iter().flatten().find_map(|rd| {
+            let r = ImageRef::parse(rd).ok()?;
+            let digest = r.digest()?.clone();
+            (r.same_repository(image) && has_repo_digest(&inspect, image, &digest))
+                .then_some(digest)
+        })
+    }
+
+    /// The container of `instance`, if it exists.
+    pub(crate) async fn find(
+        &self,
+        service: &ServiceSpec,
+        id: InstanceId,
+    ) -> Result<Option<Found>, SwitchError> {
+        let found = self
+            .list(service)
+            .await
+            .map_err(|e| switch_error("list", service.name().as_str(), id, e))?;
+        Ok(found.into_iter().find(|f| f.instance == id))
+    }
+
+    pub(crate) async fn inspect(
+        &self,
+        container: &str,
+    ) -> Result<Option<ContainerInspectResponse>, bollard::errors::Error> {
+        match self
+            .docker
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What a container of `instance` runs: the built image's ID, or `repo@digest`, so a
+    /// moved tag can never change what a generation runs.
+    pub(crate) async fn image_for(&self, instance: &InstanceSpec) -> String {
+        match &instance.digest {
+            Some(digest) => {
+                let is_local_id = self
+                    .docker
+                    .inspect_image(digest.as_str())
+                    .await
+                    .is_ok_and(|i| i.id.as_deref() == Some(digest.as_str()));
+                if is_local_id {
+                    digest.to_string()
+                } else {
+                    format!("{}@{digest}", instance.image.name())
+                }
+            }
+            None => instance.image.to_string(),
+        }
+    }
+
+    /// Creates `name` from `spec`, connects its extra networks, and starts it.
+    pub(crate) async fn create_and_start(
+        &self,
+        name: &str,
+        spec: container_config::CreateSpec,
+    ) -> Result<(), bollard::errors::Error> {
+        let options = CreateContainerOptions {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(Some(options), spec.body)
+            .await?;
+        for (network, endpoint) in spec.extra_networks {
+            let request = bollard::models::NetworkConnectRequest {
+                container: Some(name.to_owned()),
+                endpoint_config: Some(endpoint),
+            };
+            self.docker.connect_network(&network, request).await?;
+        }
+        self.start_container(name).await
+    }
+
+    pub(crate) async fn start_container(
+        &self,
+        container: &str,
+    ) -> Result<(), bollard::errors::Error> {
+        self.docker
+            .start_container(container, None::<StartContainerOptions>)
+            .await
+    }
+
+    pub(crate) async fn rename(
+        &self,
+        container: &str,
+        to: &str,
+    ) -> Result<(), bollard::errors::Error> {
+        tracing::debug!(container, to, "renaming");
+        self.docker
+            .rename_container(
+                container,
+                RenameContainerOptions {
+                    name: to.to_owned(),
+                },
+            )
+            .await
+    }
+
+    /// Stops a container: SIGTERM (or its stop signal), `grace`, then SIGKILL.
+    pub(crate) async fn stop_container(
+        &self,
+        container: &str,
+        grace: Duration,
+    ) -> Result<(), bollard::errors::Error> {
+        let t = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
+            .unwrap_or(i32::MAX);
+        let options = StopContainerOptions {
+            t: Some(t),
+            ..Default::default()
+        };
+        match self.docker.stop_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => {
+                tracing::warn!(container, "stop failed, killing: {e}");
+                match self
+                    .docker
+                    .kill_container(container, None::<KillContainerOptions>)
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(k)
+                        if is_not_found(&k)
+                            || crate::error::engine_message(&k).contains("is not running") =>
+                    {
+                        Ok(())
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Force-removes a container (`volumes`: its anonymous volumes too).
+    pub(crate) async fn remove_container(
+        &self,
+        container: &str,
+        volumes: bool,
+    ) -> Result<Removed, bollard::errors::Error> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: volumes,
+            ..Default::default()
+        };
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) => Ok(Removed::Removed),
+            Err(e) if is_not_found(&e) => Ok(Removed::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The container's last lines of output, joined for a one-line message.
+    pub(crate) async fn last_lines(&self, container: &str) -> String {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: self.config.log_lines.to_string(),
+            ..Default::default()
+        };
+        let collect = async {
+            let mut lines = Vec::new();
+            let mut stream = self.docker.logs(container, Some(options));
+            while let Some(Ok(chunk)) = stream.next().await {
+                let text = chunk.to_string();
+                lines.extend(
+                    text.lines()
+                        .map(str::trim_end)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            lines
+        };
+        match tokio::time::timeout(Duration::from_secs(2), collect).await {
+            Ok(lines) if lines.is_empty() => "(no output)".to_owned(),
+            Ok(lines) => lines.join(" | "),
+            Err(_) => "(logs unavailable)".to_owned(),
+        }
+    }
+}
+
+/// A container's name from a list entry, without the leading `/`.
+fn summary_name(summary: &ContainerSummary) -> String {
+    summary
+        .names
+        .iter()
+        .flatten()
+        .next()
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+/// Maps a plain engine error of step `op` on `instance`.
+pub(crate) fn engine<'a>(
+    op: &'static str,
+    service: &'a ServiceSpec,
+    id: InstanceId,
+) -> impl Fn(bollard::errors::Error) -> SwitchError + 'a {
+    move |e| switch_error(op, service.name().as_str(), id, e)
+}
+
+/// A step failing for a reason of ours.
+pub(crate) fn failed(
+    op: &'static str,
+    service: &ServiceSpec,
+    id: InstanceId,
+    reason: impl Into<String>,
+) -> SwitchError {
+    step_failed(op, service.name().as_str(), id, reason, None)
+}
+
+#[async_trait]
+impl Switcher for DockerSwitcher {
+    async fn observe(&self, service: &ServiceSpec) -> Result<Observed, SwitchError> {
+        let found = self
+            .list(service)
+            .await
+            .map_err(|e| SwitchError::EngineUnreachable {
+                operation: "observe",
+                service: service.name().to_string(),
+                source: Box::new(e),
+            })?;
+        let serving: Vec<bool> = match service.strategy() {
+            Strategy::Handover(h) => handover::serving(self, service, h, &found),
+            _ => found.iter().map(|f| f.running).collect(),
+        };
+        let instances = found
+            .iter()
+            .zip(serving)
+            .map(|(f, serving)| ObservedInstance {
+                id: f.instance,
+                image: f.image.clone(),
+                digest: f.digest.clone(),
+                state: if f.running {
+                    RunState::Running
+                } else {
+                    RunState::Stopped
+                },
+                serving,
+            })
+            .collect();
+        Ok(Observed { instances })
+    }
+
+    async fn start(
+        &self,
+        service: &ServiceSpec,
+        instance: &InstanceSpec,
+    ) -> Result<Started, SwitchError> {
+        match service.strategy() {
+            Strategy::Handover(h) => handover::start(self, service, h, instance).await,
+            _ => recreate::start(self, service, instance).await,
+        }
+    }
+
+    async fn probe(&self, service: &ServiceSpec, id: InstanceId) -> Result<Health, SwitchError> {
+        match service.strategy() {
+            Strategy::Handover(h) => handover::probe(self, service, h, id).await,
+            _ => recreate::probe(self, service, id).await,
+        }
+    }
+
+    async fn promote(
+        &self,
+        service: &ServiceSpec,
+        id: InstanceId,
+    ) -> Result<Promoted, SwitchError> {
+        match service.strategy() {
+            Strategy::Handover(_) => handover::promote(self, service, id).await,
+            _ => recreate::promote(self, service, id).await,
+        }
+    }
+
+    async fn retire(&self, service: &ServiceSpec, id: InstanceId) -> Result<Retired, SwitchError> {
+        match service.strategy() {
+            Strategy::Handover(h) => handover::retire(self, service, h, id).await,
+            Strategy::Stop => stop::retire(self, service, id).await,
+            _ => recreate::retire(self, service, id).await,
+        }
+    }
+
+    async fn remove(&self, service: &ServiceSpec, id: InstanceId) -> Result<Removed, SwitchError> {
+        match service.strategy() {
+            Strategy::Handover(_) => handover::remove(self, service, id).await,
+            _ => recreate::remove(self, service, id).await,
+        }
+    }
+}
