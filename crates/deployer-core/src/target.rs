@@ -4,6 +4,7 @@
 //! types, so that every coordinator (in memory, etcd) applies exactly the same one.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,12 +30,12 @@ impl fmt::Display for Revision {
 /// Who asked for a target: `dockerhub`, `registry`, `github`, `poll`, `cli`, or a custom trigger.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Source(String);
+pub struct Source(Arc<str>);
 
 impl Source {
     /// A source called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        Self(name.into())
+        Self(name.into().into())
     }
 
     /// The source's name.

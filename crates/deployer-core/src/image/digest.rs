@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -52,8 +53,9 @@ pub enum DigestError {
 /// Stored as the canonical string so that `Display`, serialisation and comparison are free.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {
-    /// The whole `algorithm:hex` string.
-    text: String,
+    /// The whole `algorithm:hex` string, shared: digests are copied into every target, status
+    /// and report, and a clone should not allocate.
+    text: Arc<str>,
     /// Where the `:` separating algorithm and hex sits in `text`.
     colon: usize,
 }
@@ -92,7 +94,7 @@ impl Digest {
             });
         }
         Ok(Self {
-            text: input.to_owned(),
+            text: input.into(),
             colon,
         })
     }
@@ -144,7 +146,7 @@ impl FromStr for Digest {
 
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.text)
+        serializer.serialize_str(self.as_str())
     }
 }
 

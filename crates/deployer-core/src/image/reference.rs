@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -77,7 +78,12 @@ pub enum ReferenceProblem {
 /// assert_eq!(local.tag(), Some("v2"));
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ImageRef {
+pub struct ImageRef(Arc<Parts>);
+
+/// The parts of a reference, shared: references are copied into every target, status and
+/// report, and a clone should not allocate.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Parts {
     /// Registry host with optional port, for example `docker.io` or `127.0.0.1:5000`.
     registry: String,
     /// Repository path inside the registry, for example `library/nginx`.
@@ -99,40 +105,41 @@ impl ImageRef {
 
     /// Registry host with optional port.
     pub fn registry(&self) -> &str {
-        &self.registry
+        &self.0.registry
     }
 
     /// Repository path inside the registry.
     pub fn repository(&self) -> &str {
-        &self.repository
+        &self.0.repository
     }
 
     /// The tag, if the reference has one.
     pub fn tag(&self) -> Option<&str> {
-        self.tag.as_deref()
+        self.0.tag.as_deref()
     }
 
     /// The pinned digest, if the reference has one.
     pub fn digest(&self) -> Option<&Digest> {
-        self.digest.as_ref()
+        self.0.digest.as_ref()
     }
 
     /// `registry/repository`, without tag or digest.
     pub fn name(&self) -> String {
-        format!("{}/{}", self.registry, self.repository)
+        format!("{}/{}", self.0.registry, self.0.repository)
     }
 
     /// Whether the image lives on Docker Hub.
     pub fn is_docker_hub(&self) -> bool {
-        self.registry == DOCKER_HUB
+        self.0.registry == DOCKER_HUB
     }
 
     /// The short form people type: `nginx:latest`, `user/app:v1`, `ghcr.io/o/app:v1`.
     pub fn familiar(&self) -> String {
         let mut out = if self.is_docker_hub() {
-            self.repository
+            self.0
+                .repository
                 .strip_prefix("library/")
-                .unwrap_or(&self.repository)
+                .unwrap_or(&self.0.repository)
                 .to_owned()
         } else {
             self.name()
@@ -144,20 +151,23 @@ impl ImageRef {
     /// The same repository and tag with the digest dropped: the key a service tracks.
     /// A digest-only reference gets the default tag.
     pub fn without_digest(&self) -> Self {
-        Self {
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-            tag: Some(self.tag.clone().unwrap_or_else(|| DEFAULT_TAG.to_owned())),
-            digest: None,
+        if self.0.digest.is_none() {
+            return self.clone();
         }
+        Self(Arc::new(Parts {
+            registry: self.0.registry.clone(),
+            repository: self.0.repository.clone(),
+            tag: Some(self.0.tag.clone().unwrap_or_else(|| DEFAULT_TAG.to_owned())),
+            digest: None,
+        }))
     }
 
     /// The same reference pinned to `digest` (the tag is kept for readability).
     pub fn with_digest(&self, digest: Digest) -> Self {
-        Self {
+        Self(Arc::new(Parts {
             digest: Some(digest),
-            ..self.clone()
-        }
+            ..(*self.0).clone()
+        }))
     }
 
     /// The same repository with another tag and no digest.
@@ -166,24 +176,24 @@ impl ImageRef {
             input: format!("{}:{tag}", self.name()),
             problem,
         })?;
-        Ok(Self {
+        Ok(Self(Arc::new(Parts {
             tag: Some(tag.to_owned()),
             digest: None,
-            ..self.clone()
-        })
+            ..(*self.0).clone()
+        })))
     }
 
     /// Whether `other` names the same repository (registry and path), whatever tag or digest.
     pub fn same_repository(&self, other: &Self) -> bool {
-        self.registry == other.registry && self.repository == other.repository
+        self.0.registry == other.0.registry && self.0.repository == other.0.repository
     }
 
     fn push_suffix(&self, out: &mut String) {
-        if let Some(tag) = &self.tag {
+        if let Some(tag) = &self.0.tag {
             out.push(':');
             out.push_str(tag);
         }
-        if let Some(digest) = &self.digest {
+        if let Some(digest) = &self.0.digest {
             out.push('@');
             out.push_str(digest.as_str());
         }
@@ -244,12 +254,12 @@ fn parse(input: &str) -> Result<ImageRef, ReferenceProblem> {
         (None, Some(_)) => None,
         (None, None) => Some(DEFAULT_TAG.to_owned()),
     };
-    Ok(ImageRef {
+    Ok(ImageRef(Arc::new(Parts {
         registry: registry.to_owned(),
         repository,
         tag,
         digest,
-    })
+    })))
 }
 
 /// Docker's rule: the first component is a registry if it has a '.' or ':', is `localhost`,

@@ -1,5 +1,6 @@
 //! What goes into the state machine (inputs, operation results) and what comes out (effects).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -31,7 +32,7 @@ pub enum Op {
     /// Wait for a cluster rollout slot.
     AcquireSlot {
         /// The target to roll out.
-        target: Target,
+        target: Arc<Target>,
     },
     /// List the service's containers, and load its journal when asked (only the first
     /// observation needs it: afterwards the machine itself is the journal's writer).
@@ -55,7 +56,7 @@ pub enum Op {
     /// the node name and time).
     Halt {
         /// The failed target.
-        target: Target,
+        target: Arc<Target>,
         /// Why it failed.
         reason: String,
     },
@@ -193,7 +194,7 @@ pub struct Report {
     /// How it went.
     pub outcome: Outcome,
     /// The target deployed, if any.
-    pub target: Option<Target>,
+    pub target: Option<Arc<Target>>,
     /// The build that served before.
     pub from: Option<Digest>,
     /// The generation created.

@@ -28,13 +28,13 @@ pub enum Phase {
     /// Waiting for a local deploy permit before `0`.
     Admitting(Purpose),
     /// Pulling or building the target's image.
-    Fetching(Target),
+    Fetching(Arc<Target>),
     /// Waiting for a cluster rollout slot.
-    AwaitingSlot(Target),
+    AwaitingSlot(Arc<Target>),
     /// Listing containers before recovering (`None`) or rolling out the fetched target.
-    Observing(Option<Target>),
+    Observing(Option<Arc<Target>>),
     /// Carrying out a plan.
-    Executing(Plan),
+    Executing(Box<Plan>),
     /// Waiting until `until` to retry `next` after a transient failure.
     Backoff {
         /// When to retry.
@@ -89,14 +89,14 @@ pub enum PlanKind {
     /// Roll `candidate` out for `target`; a failure rolls back.
     Rollout {
         /// The target being deployed.
-        target: Target,
+        target: Arc<Target>,
         /// The new generation.
         candidate: GenerationRef,
     },
     /// Return to the live generation after `candidate` failed; a failure here is final.
     Rollback {
         /// The target that failed.
-        target: Target,
+        target: Arc<Target>,
         /// The failed generation.
         candidate: GenerationRef,
         /// Why it failed.
@@ -107,7 +107,7 @@ pub enum PlanKind {
     /// Remove a candidate that never took traffic.
     Abort {
         /// The target abandoned.
-        target: Target,
+        target: Arc<Target>,
         /// The abandoned generation.
         candidate: GenerationRef,
         /// Why.
@@ -154,7 +154,7 @@ pub struct Machine {
     /// The generation that serves, as journaled.
     live: Option<GenerationRef>,
     /// The newest target from the coordinator.
-    desired: Option<Target>,
+    desired: Option<Arc<Target>>,
     /// Next generation number; journaled before a container of it is started.
     next_generation: Generation,
     /// What we believe exists.
@@ -282,11 +282,11 @@ impl Machine {
 
     fn on_desired(&mut self, now: Instant, target: Target, fx: &mut Vec<Effect>) {
         if let Some(current) = &self.desired
-            && (target.revision < current.revision || *current == target)
+            && (target.revision < current.revision || **current == target)
         {
             return;
         }
-        let target = &*self.desired.insert(target);
+        let target = &**self.desired.insert(Arc::new(target));
         let (digest, halted) = (target.digest.clone(), target.halted.clone());
         match &mut self.phase {
             Phase::Idle | Phase::Halted { .. } => self.check_desired(fx),
@@ -434,7 +434,7 @@ impl Machine {
         self.run_op(Op::Admit, fx);
     }
 
-    fn observe(&mut self, fetched: Option<Target>, fx: &mut Vec<Effect>) {
+    fn observe(&mut self, fetched: Option<Arc<Target>>, fx: &mut Vec<Effect>) {
         self.phase = Phase::Observing(fetched);
         self.run_op(
             Op::Observe {
@@ -475,8 +475,8 @@ impl Machine {
         self.phase = Phase::Fetching(target.clone());
         self.run_op(
             Op::Fetch {
-                image: target.image,
-                digest: target.digest,
+                image: target.image.clone(),
+                digest: target.digest.clone(),
             },
             fx,
         );
@@ -485,7 +485,7 @@ impl Machine {
     fn on_observed(
         &mut self,
         now: Instant,
-        fetched: Option<Target>,
+        fetched: Option<Arc<Target>>,
         observed: &Observed,
         journal: Option<JournalEntry>,
         fx: &mut Vec<Effect>,
@@ -604,12 +604,12 @@ impl Machine {
         actions: VecDeque<Action>,
         fx: &mut Vec<Effect>,
     ) {
-        self.phase = Phase::Executing(Plan {
+        self.phase = Phase::Executing(Box::new(Plan {
             kind,
             actions,
             probe: None,
             abort: None,
-        });
+        }));
         self.advance(now, fx);
     }
 
@@ -655,7 +655,7 @@ impl Machine {
     fn on_step_result(
         &mut self,
         now: Instant,
-        mut plan: Plan,
+        mut plan: Box<Plan>,
         result: OpResult,
         fx: &mut Vec<Effect>,
     ) {
@@ -789,7 +789,7 @@ impl Machine {
     fn plan_failed(
         &mut self,
         now: Instant,
-        plan: Plan,
+        plan: Box<Plan>,
         reason: String,
         blame_build: bool,
         fx: &mut Vec<Effect>,
@@ -1036,7 +1036,7 @@ impl Machine {
     }
 
     /// Another host failed this build: do not start it here.
-    fn skip(&mut self, now: Instant, target: Target, halt: &Halt, fx: &mut Vec<Effect>) {
+    fn skip(&mut self, now: Instant, target: Arc<Target>, halt: &Halt, fx: &mut Vec<Effect>) {
         let key = (target.digest.clone(), target.revision);
         let reason = format!("halted by {}: {}", halt.node, halt.reason);
         if self.given_up.as_ref() != Some(&key) && self.run.is_some() {
@@ -1144,7 +1144,7 @@ impl Machine {
         &mut self,
         now: Instant,
         outcome: Outcome,
-        target: Option<Target>,
+        target: Option<Arc<Target>>,
         generation: Option<GenerationRef>,
         reason: Option<String>,
         rollback_error: Option<String>,

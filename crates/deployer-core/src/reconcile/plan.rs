@@ -6,6 +6,7 @@
 //! after a failed probe cannot disagree.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::model::{Model, Status};
 use super::types::{GenerationRef, InstanceId, InstanceSpec, JournalEntry};
@@ -21,7 +22,7 @@ pub(crate) enum Action {
     Promote(InstanceId),
     Retire(InstanceId),
     Remove(InstanceId),
-    Halt { target: Target, reason: String },
+    Halt { target: Arc<Target>, reason: String },
 }
 
 /// Steps that leave exactly the containers of `to` serving, in slots `0..replicas`, and no

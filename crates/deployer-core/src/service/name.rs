@@ -1,5 +1,6 @@
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -14,7 +15,7 @@ const NAME_MAX: usize = 63;
 /// container names, labels and coordinator keys without escaping.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct ServiceName(String);
+pub struct ServiceName(Arc<str>);
 
 impl ServiceName {
     /// Validates a service name.
@@ -33,7 +34,7 @@ impl ServiceName {
         };
         match problem {
             Some(problem) => Err(SpecError::invalid("name", problem)),
-            None => Ok(Self(name.to_owned())),
+            None => Ok(Self(name.into())),
         }
     }
 
