@@ -55,7 +55,7 @@ pub fn at_rest(spec: Arc<ServiceSpec>, now: Instant) -> Machine {
         digest: Some(digest(1)),
     };
     let journal = JournalEntry {
-        live: Some(live.clone()),
+        live: Some(live),
         next_generation: Generation(2),
         rollout: None,
     };
