@@ -221,7 +221,7 @@ fn a_build_halted_by_another_host_while_waiting_for_a_slot_is_skipped() {
 fn a_halt_arriving_during_probing_removes_the_candidate() {
     let live = generation(1, 1);
     let journal = JournalEntry {
-        live: Some(live.clone()),
+        live: Some(live),
         next_generation: Generation(2),
         rollout: None,
     };
