@@ -1,0 +1,211 @@
+//! The admin API's OpenAPI 3 document, written by hand (a test checks it lists exactly the
+//! routes the router serves).
+
+use serde_json::{Value, json};
+
+/// The OpenAPI 3.0 document served at `/api/v1/openapi.json`.
+pub fn openapi_document() -> Value {
+    let error = |description: &str| {
+        json!({"description": description,
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+    };
+    let ok = |description: &str, schema: Value| json!({"description": description, "content": {"application/json": {"schema": schema}}});
+    let name =
+        json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
+    let unauthorized = error("Missing or wrong bearer token");
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "deployer admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Services, history, fleet status, deploys and rollbacks of one deployer host. \
+                Every /api/v1 route and /metrics require `Authorization: Bearer <token>` when a token is configured. \
+                Timestamps are milliseconds since the Unix epoch."
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"],
+                          "properties": {"error": {"type": "string", "example": "limit: must be a whole number from 1 to 1000"}}},
+                "Service": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "image": {"type": "string"},
+                    "strategy": {"type": "string", "enum": ["handover", "recreate", "stop"]},
+                    "replicas": {"type": "integer"}, "proxy": {"type": "string", "nullable": true},
+                    "state": {"type": "string"}, "live": {"type": "string", "nullable": true},
+                    "generation": {"type": "integer", "nullable": true},
+                    "target": {"type": "string", "nullable": true},
+                    "message": {"type": "string", "nullable": true},
+                    "endpoint": {"type": "string", "nullable": true},
+                    "updated_at": {"type": "integer"},
+                    "last_report": {"allOf": [{"$ref": "#/components/schemas/DeployReport"}], "nullable": true}}},
+                "ServiceStatus": {"type": "object", "properties": {
+                    "service": {"type": "string"}, "node": {"type": "string"}, "image": {"type": "string"},
+                    "state": {"type": "string"}, "live": {"type": "string", "nullable": true},
+                    "generation": {"type": "integer", "nullable": true}, "target": {"type": "string", "nullable": true},
+                    "endpoint": {"type": "string", "nullable": true}, "message": {"type": "string", "nullable": true},
+                    "updated_at": {"type": "integer"}}},
+                "DeployReport": {"type": "object", "properties": {
+                    "service": {"type": "string"}, "node": {"type": "string"}, "image": {"type": "string"},
+                    "outcome": {"type": "string", "enum": ["started", "succeeded", "rolled_back", "failed", "superseded", "skipped"]},
+                    "from": {"type": "string", "nullable": true}, "to": {"type": "string", "nullable": true},
+                    "reason": {"type": "string", "nullable": true}, "duration_ms": {"type": "integer"},
+                    "started_at": {"type": "integer"}, "finished_at": {"type": "integer"}}},
+                "PublishOutcome": {"type": "object", "required": ["outcome"], "properties": {
+                    "outcome": {"type": "string", "enum": ["published", "unchanged", "stale"]},
+                    "target": {"type": "object"}, "current": {"type": "object"}, "reason": {"type": "string"}}},
+                "DeployRequest": {"type": "object", "properties": {
+                    "image": {"type": "string", "description": "Another tag or a digest reference of the tracked repository"},
+                    "digest": {"type": "string", "description": "A digest of the tracked repository (sha256:...)"}}}
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness", "security": [],
+                "responses": {"200": ok("Alive", json!({"type": "object"}))}}},
+            "/readyz": {"get": {"summary": "Readiness: every service has recovered", "security": [],
+                "responses": {"200": ok("Ready", json!({"type": "object"})), "503": error("Still recovering")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text)",
+                "responses": {"200": {"description": "Metrics",
+                                      "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}},
+                              "401": unauthorized}}},
+            "/api/v1/openapi.json": {"get": {"summary": "This document",
+                "responses": {"200": ok("OpenAPI document", json!({"type": "object"})), "401": unauthorized}}},
+            "/api/v1/services": {"get": {"summary": "Every service on this host",
+                "responses": {"200": ok("Services", json!({"type": "object", "properties": {
+                    "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}}}})),
+                              "401": unauthorized}}},
+            "/api/v1/services/{name}": {"get": {"summary": "One service", "parameters": [name],
+                "responses": {"200": ok("The service", json!({"$ref": "#/components/schemas/Service"})),
+                              "401": unauthorized, "404": error("No such service")}}},
+            "/api/v1/services/{name}/deploy": {"post": {
+                "summary": "Deploy the tracked tag now (re-resolved), another tag or a digest; accepted even for an older build",
+                "parameters": [name],
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeployRequest"}}}},
+                "responses": {"202": ok("Target published; the deploy follows", json!({"$ref": "#/components/schemas/PublishOutcome"})),
+                              "400": error("Bad image or digest, or another repository"), "401": unauthorized,
+                              "404": error("No such service"), "413": error("Body too large"),
+                              "415": error("Body is not JSON"), "502": error("Registry or build failed"),
+                              "503": error("Coordinator unavailable")}}},
+            "/api/v1/services/{name}/rollback": {"post": {"summary": "Return to the build before the current target",
+                "parameters": [name],
+                "responses": {"202": ok("Target published; the rollback follows", json!({"$ref": "#/components/schemas/PublishOutcome"})),
+                              "401": unauthorized, "404": error("No such service"),
+                              "409": error("No earlier build to roll back to"), "503": error("Coordinator unavailable")}}},
+            "/api/v1/history": {"get": {"summary": "Deploy reports, newest first",
+                "parameters": [
+                    {"name": "service", "in": "query", "required": false, "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "default": 50}}],
+                "responses": {"200": ok("Reports", json!({"type": "object", "properties": {
+                    "reports": {"type": "array", "items": {"$ref": "#/components/schemas/DeployReport"}}}})),
+                              "400": error("Bad limit or service name"), "401": unauthorized,
+                              "404": error("No such service"), "503": error("Coordinator unavailable")}}},
+            "/api/v1/fleet": {"get": {"summary": "Every service on every host, as the coordinator knows them",
+                "responses": {"200": ok("Statuses", json!({"type": "object", "properties": {
+                    "statuses": {"type": "array", "items": {"$ref": "#/components/schemas/ServiceStatus"}}}})),
+                              "401": unauthorized, "503": error("Coordinator unavailable")}}}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use deployer_core::ServiceSpec;
+    use deployer_core::driver::{Driver, DriverConfig, Ports};
+    use deployer_core::memory::{MemoryCoordinator, MemoryJournal};
+    use deployer_core::testing::{FakeImageSource, FakeSwitcher};
+    use http::{Method, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::admin::{admin_router, routes::routes};
+    use crate::config::AdminConfig;
+    use crate::metrics::Metrics;
+
+    const TOKEN: &str = "admin-token-0123456789";
+
+    fn documented() -> BTreeSet<(String, String)> {
+        let doc = openapi_document();
+        let paths = doc["paths"].as_object().expect("paths");
+        paths
+            .iter()
+            .flat_map(|(path, item)| {
+                let methods = item.as_object().expect("path item");
+                methods
+                    .keys()
+                    .map(move |m| (m.to_ascii_uppercase(), path.clone()))
+            })
+            .collect()
+    }
+
+    fn served() -> BTreeSet<(String, String)> {
+        routes()
+            .into_iter()
+            .map(|r| (r.method.to_string(), r.path.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_document_lists_exactly_the_routes() {
+        let (documented, served) = (documented(), served());
+        assert_eq!(
+            documented.difference(&served).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "documented but not served"
+        );
+        assert_eq!(
+            served.difference(&documented).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "served but not documented"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_router_serves_every_route_in_the_table() {
+        let ports = Ports {
+            images: Arc::new(FakeImageSource::new()),
+            switcher: Arc::new(FakeSwitcher::new()),
+            coordinator: Arc::new(MemoryCoordinator::new("host-a")),
+            journal: Arc::new(MemoryJournal::new()),
+            notifiers: Vec::new(),
+        };
+        let spec = ServiceSpec::builder("web", "demo/app".parse().unwrap())
+            .build()
+            .unwrap();
+        let driver = Driver::new(DriverConfig::new("host-a"), ports, vec![spec]).unwrap();
+        let config = AdminConfig {
+            token: Some(TOKEN.into()),
+            ..AdminConfig::default()
+        };
+        let router = admin_router(&config, driver.handle(), Metrics::new(), None).unwrap();
+        for (method, path) in served() {
+            let uri = path.replace("{name}", "web");
+            let request = Request::builder()
+                .method(Method::from_bytes(method.as_bytes()).unwrap())
+                .uri(&uri)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            assert_ne!(
+                &body[..],
+                br#"{"error":"not found"}"#,
+                "{method} {uri} hit the fallback"
+            );
+        }
+        let wrong_method = Request::delete("/api/v1/services")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(wrong_method).await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

@@ -1,0 +1,44 @@
+//! Quay `repo_push` notifications: one build per entry of `updated_tags` (a list; very old
+//! senders send a map tag -> image id).
+
+use serde_json::Value;
+
+use super::decode::{Build, DecodeContext, DecodeError, Parts, rehost, strip_tag};
+use super::json::Field;
+
+pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Build>, DecodeError> {
+    let repository_field = root.get("repository");
+    let repository = repository_field.text()?;
+    let url_field = root.get("docker_url");
+    let base = match url_field.opt_text()? {
+        Some(url) => strip_tag(url).to_owned(),
+        None => format!("quay.io/{repository}"),
+    };
+    let base = rehost(&base, ctx.registry);
+    let tags_field = root.get("updated_tags");
+    let tag_fields = match tags_field.value() {
+        Some(Value::Object(map)) => map
+            .keys()
+            .map(|k| (tags_field.get(k), k.as_str()))
+            .collect(),
+        _ => tags_field
+            .items()?
+            .into_iter()
+            .map(|f| {
+                let tag = f.text()?;
+                Ok((f, tag))
+            })
+            .collect::<Result<Vec<_>, DecodeError>>()?,
+    };
+    tag_fields
+        .iter()
+        .map(|(tag_field, tag)| {
+            let parts = Parts {
+                registry: &url_field,
+                repository: &repository_field,
+                tag: tag_field,
+            };
+            Ok(Build::new(parts.image(&format!("{base}:{tag}"))?))
+        })
+        .collect()
+}
