@@ -7,6 +7,8 @@
 //!   `config.json`), or build a directory with a Dockerfile.
 //! - [`DockerSwitcher`]: the core's `Switcher`: handover (behind an in-process proxy),
 //!   recreate (identical config, new image) and stop (leave the restart to a supervisor).
+//! - [`discover_adopted`]: services made of existing containers labelled `deployer.enable=true`.
+//! - [`ImagePruner`]: opt-in cleanup of old images after successful deploys.
 //! - [`RedbJournal`]: the core's `Journal`, durable in one redb file.
 //!
 //! Entry point for the binary: [`connect::connect`], then the adapters.
@@ -25,16 +27,20 @@
 //! ```
 #![warn(missing_docs)]
 
+mod adopt;
 pub mod connect;
 pub mod credentials;
 mod error;
 pub mod image_source;
 pub mod journal;
+mod prune;
 pub mod switcher;
 
+pub use adopt::discover_adopted;
 pub use connect::{DockerEndpoint, EnvSource, ProcessEnv};
 pub use credentials::{Credentials, RegistryAuth};
 pub use error::DockerError;
 pub use image_source::DockerImageSource;
-pub use journal::{OpenJournalError, RedbJournal};
+pub use journal::{DEFAULT_JOURNAL_PATH, OpenJournalError, RedbJournal};
+pub use prune::ImagePruner;
 pub use switcher::{DockerSwitcher, SwitcherConfig};

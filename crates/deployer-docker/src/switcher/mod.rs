@@ -7,7 +7,7 @@
 
 mod container_config;
 mod handover;
-pub(crate) mod labels;
+pub mod labels;
 mod probe;
 mod recreate;
 mod stop;

@@ -380,3 +380,99 @@ pub async fn containers_of(docker: &Docker, service: &str) -> anyhow::Result<Vec
     out.sort();
     Ok(out)
 }
+
+/// Removes a Docker network or volume on drop (the sweep handles containers and images):
+/// first the run's containers that may still use it, then the network or volume.
+#[derive(Debug)]
+pub struct Leftover {
+    kind: &'static str,
+    name: String,
+    run: String,
+}
+
+impl Leftover {
+    /// A network to remove on drop.
+    pub fn network(sweep: &Sweep, name: &str) -> Self {
+        Self {
+            kind: "network",
+            name: name.to_owned(),
+            run: sweep.run().to_owned(),
+        }
+    }
+
+    /// An image to remove on drop (before the sweep, which cannot remove a parent image
+    /// while a child built from it exists).
+    pub fn image(sweep: &Sweep, name: &str) -> Self {
+        Self {
+            kind: "image",
+            name: name.to_owned(),
+            run: sweep.run().to_owned(),
+        }
+    }
+
+    /// A volume to remove on drop.
+    pub fn volume(sweep: &Sweep, name: &str) -> Self {
+        Self {
+            kind: "volume",
+            name: name.to_owned(),
+            run: sweep.run().to_owned(),
+        }
+    }
+}
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        let docker = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .ok()
+        };
+        let filter = format!("label=deployer.test.run={}", self.run);
+        if let Some(out) = docker(&["ps", "-aq", "--filter", &filter]) {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f", "-v"];
+                args.extend(ids.iter().map(String::as_str));
+                docker(&args);
+            }
+        }
+        docker(&[self.kind, "rm", "-f", &self.name]);
+    }
+}
+
+/// Creates and starts a container by hand (as a user would with `docker run`).
+pub async fn run_container(
+    docker: &Docker,
+    name: &str,
+    body: bollard::models::ContainerCreateBody,
+) -> anyhow::Result<String> {
+    let options = bollard::query_parameters::CreateContainerOptions {
+        name: Some(name.to_owned()),
+        ..Default::default()
+    };
+    let created = docker.create_container(Some(options), body).await?;
+    docker
+        .start_container(
+            &created.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await?;
+    Ok(created.id)
+}
+
+/// Inspects a container by name or ID.
+pub async fn inspect(
+    docker: &Docker,
+    name: &str,
+) -> anyhow::Result<bollard::models::ContainerInspectResponse> {
+    Ok(docker
+        .inspect_container(
+            name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await?)
+}
