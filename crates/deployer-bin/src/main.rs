@@ -1,1 +1,5 @@
+//! The `deployer` binary: the daemon and its CLI.
+
+mod config;
+
 fn main() {}

@@ -1,0 +1,298 @@
+//! Config parsing and validation: every rejection names file, line, column and key.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deployer_core::service::{Probe, Strategy};
+
+use super::*;
+
+fn env(vars: &[(&str, &str)]) -> MapEnv {
+    MapEnv(
+        vars.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    )
+}
+
+fn check(text: &str) -> Result<Settings, ConfigErrors> {
+    parse(
+        "deployer.toml",
+        text,
+        &Overrides::default(),
+        &env(&[("TOKEN", "s3cret")]),
+    )
+}
+
+fn errors(text: &str) -> Vec<String> {
+    check(text)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+const FULL: &str = r#"
+node = "host-a"
+max_parallel = 2
+shutdown_grace = "30s"
+log_format = "json"
+coordinator = "memory"
+
+[webhooks]
+listen = "127.0.0.1:4500"
+path = "/hooks"
+
+[webhooks.registry]
+token = { env = "TOKEN" }
+
+[webhooks.github]
+secret = { env = "TOKEN" }
+
+[admin]
+listen = "127.0.0.1:4501"
+token = { env = "TOKEN" }
+
+[docker]
+journal = "/tmp/journal.redb"
+keep_images = 5
+
+[poll]
+interval = "12h"
+
+[defaults]
+stop = "5s"
+
+[[service]]
+name = "web"
+image = "127.0.0.1:5000/demo/app:latest"
+replicas = 2
+env = { GREETING = "hello" }
+
+[service.proxy]
+listen = "127.0.0.1:8080"
+container_port = 8080
+
+[service.health]
+kind = "http"
+path = "/health"
+interval = "500ms"
+deadline = "30s"
+
+[[service]]
+name = "worker"
+image = "demo/worker"
+strategy = "recreate"
+ports = ["127.0.0.1:9000:9000"]
+"#;
+
+#[test]
+fn a_full_config_validates() {
+    let s = check(FULL).unwrap();
+    assert_eq!(s.node, "host-a");
+    assert_eq!(s.max_parallel, 2);
+    assert_eq!(s.log_format, LogFormat::Json);
+    assert_eq!(s.webhooks.hooks.len(), 2);
+    assert_eq!(s.admin.token.as_ref().map(Secret::expose), Some("s3cret"));
+    assert_eq!(s.services.len(), 2);
+    let web = &s.services[0];
+    assert_eq!(web.replicas(), 2);
+    assert!(matches!(web.strategy(), Strategy::Handover(_)));
+    assert_eq!(
+        web.health().probe(),
+        &Probe::Http {
+            path: "/health".into(),
+            status: 200
+        }
+    );
+    assert_eq!(
+        web.timeouts().stop,
+        Duration::from_secs(5),
+        "[defaults] applies"
+    );
+    assert_eq!(
+        s.services[1].image().to_string(),
+        "docker.io/demo/worker:latest"
+    );
+    assert!(
+        format!("{:?}", s.admin).contains("***"),
+        "secrets never print"
+    );
+    assert!(!format!("{s:?}").contains("s3cret"));
+}
+
+#[test]
+fn an_empty_file_is_the_embedded_default() {
+    let s = check("").unwrap();
+    assert!(matches!(s.coordinator, CoordinatorSettings::Memory));
+    assert_eq!(s.webhooks.listen.to_string(), DEFAULT_WEBHOOK_LISTEN);
+    assert_eq!(s.admin.listen.to_string(), DEFAULT_ADMIN_LISTEN);
+    assert!(
+        s.webhooks.hooks.is_empty(),
+        "no endpoint is open without a secret"
+    );
+}
+
+#[test]
+fn unknown_keys_name_file_line_column_and_key() {
+    let e = errors("node = \"a\"\n[[service]]\nname = \"web\"\nimage = \"app\"\nreplica = 2\n");
+    assert_eq!(
+        e,
+        [
+            "deployer.toml:5:1: service[0].replica: unknown field `replica`, expected one of `name`, `image`, `strategy`, `replicas`, `proxy`, `health`, `timeouts`, `retry`, `build`, `env`, `command`, `entrypoint`, `volumes`, `labels`, `ports`, `network`, `restart`, `user`, `workdir`, `memory_bytes`, `cpus`"
+        ]
+    );
+    let e = errors("[webhook]\nlisten = \"127.0.0.1:1\"\n");
+    assert!(
+        e[0].starts_with("deployer.toml:1:2: webhook: unknown field `webhook`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let e = errors(
+        "[[service]]\nname = \"web\"\nimage = \"app\"\n[service.health]\ninterval = \"5 parsecs\"\n",
+    );
+    assert!(
+        e[0].starts_with("deployer.toml:5:12: service[0].health.interval:"),
+        "{e:?}"
+    );
+    let e = errors("[[service]]\nname = \"web\"\nimage = \"App\"\n");
+    assert_eq!(
+        e,
+        [
+            "deployer.toml:3:9: service[0].image: invalid image reference \"App\": repository name \"App\" must be lowercase"
+        ]
+    );
+    let e = errors("[[service]]\nname = \"web\"\nimage = \"app\"\nreplicas = 0\n");
+    assert_eq!(
+        e,
+        ["deployer.toml:4:12: service[0].replicas: must be at least 1"]
+    );
+    let e = errors(
+        "[[service]]\nname = \"web\"\nimage = \"app\"\n[service.proxy]\nlisten = \"127.0.0.1:80\"\ncontainer_port = 80\n[service.health]\ninterval = \"10s\"\ndeadline = \"2s\"\n",
+    );
+    assert!(
+        e[0].starts_with("deployer.toml:9:12: service[0].health.deadline: 2s is shorter"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn duplicate_services_and_port_clashes_are_rejected() {
+    let text = "[[service]]\nname = \"web\"\nimage = \"a\"\n[service.proxy]\nlisten = \"0.0.0.0:8080\"\ncontainer_port = 80\n\n[[service]]\nname = \"web\"\nimage = \"b\"\n\n[[service]]\nname = \"api\"\nimage = \"c\"\n[service.proxy]\nlisten = \"127.0.0.1:8080\"\ncontainer_port = 80\n";
+    let e = errors(text);
+    assert!(
+        e.contains(
+            &"deployer.toml:9:8: service[1].name: \"web\" is defined twice (first as service[0])"
+                .to_owned()
+        ),
+        "{e:?}"
+    );
+    assert!(e.contains(&"deployer.toml:16:10: service[2].proxy.listen: 127.0.0.1:8080 clashes with service[0].proxy.listen".to_owned()), "{e:?}");
+    let e = errors("[admin]\nlisten = \"127.0.0.1:4500\"\n");
+    assert_eq!(
+        e,
+        ["deployer.toml:2:10: admin.listen: 127.0.0.1:4500 clashes with webhooks.listen"]
+    );
+}
+
+#[test]
+fn secrets_are_read_by_reference_and_never_echoed() {
+    let e = errors("[admin]\ntoken = { env = \"MISSING\" }\n");
+    assert_eq!(
+        e,
+        ["deployer.toml:2:9: admin.token: environment variable MISSING is not set"]
+    );
+    let e = errors("[admin]\nlisten = \"0.0.0.0:4501\"\n");
+    assert!(
+        e[0].contains(
+            "admin.token: required when admin.listen (0.0.0.0:4501) is not a loopback address"
+        ),
+        "{e:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let s = check(&format!("[admin]\ntoken = {{ file = {:?} }}\n", file)).unwrap();
+    assert_eq!(s.admin.token.unwrap().expose(), "from-a-file");
+    let e = errors("[webhooks.registry]\ntoken = { env = \"TOKEN\", file = \"/x\" }\n");
+    assert!(e[0].contains("give either env or file"), "{e:?}");
+}
+
+#[test]
+fn an_endpoint_needs_a_secret_or_an_explicit_opening() {
+    let e = errors("[webhooks.dockerhub]\n");
+    assert!(
+        e[0].contains("webhooks.dockerhub.token: set a token, or insecure = true"),
+        "{e:?}"
+    );
+    assert!(check("[webhooks.generic]\ninsecure = true\n").is_ok());
+    let e = errors("[webhooks.github]\ntoken = \"x\"\n");
+    assert!(
+        e.iter()
+            .any(|e| e.contains("webhooks.github.token: github signs with a secret")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn etcd_needs_nodes_and_the_flag_selects_it() {
+    let e = errors("coordinator = \"etcd\"\n");
+    assert!(e[0].contains("etcd.nodes"), "{e:?}");
+    let e = errors("coordinator = \"etcd\"\n[etcd]\nnodes = [\"127.0.0.1:2379\"]\n");
+    assert!(
+        e[0].starts_with("deployer.toml:3:10: etcd.nodes[0]: \"127.0.0.1:2379\" must be an http"),
+        "{e:?}"
+    );
+    let overrides = Overrides {
+        etcd_nodes: Some(vec!["http://127.0.0.1:2379".into()]),
+        etcd_prefix: Some("/prod/deployer".into()),
+        kill_timeout: Some(Duration::from_secs(3)),
+        ..Overrides::default()
+    };
+    let s = parse(
+        "f.toml",
+        "[[service]]\nname = \"w\"\nimage = \"a\"\n",
+        &overrides,
+        &env(&[]),
+    )
+    .unwrap();
+    let CoordinatorSettings::Etcd(etcd) = s.coordinator else {
+        panic!("etcd selected by --etcd-nodes")
+    };
+    assert_eq!(etcd.prefix, "/prod/deployer");
+    assert!(etcd.strong_consistency);
+    assert_eq!(s.services[0].timeouts().stop, Duration::from_secs(3));
+}
+
+#[test]
+fn errors_caused_by_a_flag_name_the_flag() {
+    let overrides = Overrides {
+        max_threads: Some(0),
+        ..Overrides::default()
+    };
+    let e = parse("f.toml", "", &overrides, &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "f.toml: max_parallel: must be at least 1 (set by --max-threads)"
+    );
+}
+
+#[test]
+fn the_registry_flag_completes_short_names() {
+    let overrides = Overrides {
+        registry: Some("registry.local:5000".into()),
+        ..Overrides::default()
+    };
+    let s = parse("f.toml", "[[service]]\nname = \"w\"\nimage = \"team/app:v1\"\n[[service]]\nname = \"x\"\nimage = \"ghcr.io/o/app\"\n", &overrides, &env(&[])).unwrap();
+    assert_eq!(
+        s.services[0].image().to_string(),
+        "registry.local:5000/team/app:v1"
+    );
+    assert_eq!(s.services[1].image().to_string(), "ghcr.io/o/app:latest");
+}
