@@ -1,5 +1,93 @@
-//! The `deployer` binary: the daemon and its CLI.
+//! The `deployer` binary: the daemon (`run`) and the CLI that talks to it.
 
+mod cli;
+mod client;
 mod config;
+mod exit;
+mod run;
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, ConfigCommand};
+use exit::Exit;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("deployer: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(exit) => {
+            eprintln!("deployer: {exit}");
+            ExitCode::from(exit.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Exit> {
+    match cli.command {
+        Command::Run { config, overrides } => {
+            run::run(config.as_deref(), &overrides, cli.log_format).await
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file, overrides },
+        } => {
+            let settings =
+                config::load(&file, &overrides, &config::ProcessEnv).map_err(Exit::config)?;
+            println!(
+                "{}: ok ({} service{}, coordinator {})",
+                file.display(),
+                settings.services.len(),
+                if settings.services.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                match settings.coordinator {
+                    config::CoordinatorSettings::Memory => "memory",
+                    config::CoordinatorSettings::Etcd(_) => "etcd",
+                }
+            );
+            Ok(())
+        }
+        Command::Status { client } => client::Client::new(&client)?.status().await,
+        Command::History {
+            service,
+            limit,
+            client,
+        } => {
+            client::Client::new(&client)?
+                .history(service.as_deref(), limit)
+                .await
+        }
+        Command::Deploy {
+            service,
+            image,
+            wait,
+            client,
+        } => {
+            client::Client::new(&client)?
+                .deploy(&service, image.as_deref(), false, &wait)
+                .await
+        }
+        Command::Rollback {
+            service,
+            wait,
+            client,
+        } => {
+            client::Client::new(&client)?
+                .deploy(&service, None, true, &wait)
+                .await
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Command-line interface: `run` starts the daemon; the other commands talk to its admin API.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{LogFormat, Overrides};
+
+/// Keeps Docker hosts on the newest good build of every image, with zero downtime.
+#[derive(Debug, Parser)]
+#[command(name = "deployer", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format: text for people, json for log shippers.
+    #[arg(long, global = true, env = "DEPLOYER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// The config file (without one: built-in defaults, no services).
+        #[arg(long, short, env = "DEPLOYER_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Show every service: state, live and target builds; and the fleet, with etcd.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deploy a service now: the tracked tag re-resolved, another tag, or a digest.
+    Deploy {
+        /// The service.
+        service: String,
+        /// Another tag or a digest of the tracked repository (`app:v2`, `app@sha256:...`).
+        #[arg(long)]
+        image: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Return a service to the build before the current one (fleet-wide).
+    Rollback {
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show past deploys, newest first.
+    History {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// Config subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file as `run` would, without binding or connecting anything.
+    Check {
+        /// The file.
+        file: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+/// How to reach the admin API.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Admin API address (default: from --config, else http://127.0.0.1:4501).
+    #[arg(long, env = "DEPLOYER_ADMIN")]
+    pub admin: Option<String>,
+    /// Admin API bearer token (default: from --config).
+    #[arg(long, env = "DEPLOYER_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the admin address and token from this config file.
+    #[arg(long, short, env = "DEPLOYER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Whether and how long to follow a deploy.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Return once the target is published, without following the deploy.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up following after this long.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}

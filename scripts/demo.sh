@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The main job, on a fresh machine: build deployer, create two versions of a web app from
+# nothing (FROM scratch + static busybox), start a local registry whose push notifications
+# reach `deployer run`, then push v2 while a client loop counts failed requests. Cleans up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+scripts/install-deps.sh docker-registry busybox-static curl
+docker info >/dev/null 2>&1 || { echo "The Docker engine is not reachable (DOCKER_HOST or /var/run/docker.sock)." >&2; exit 1; }
+
+ports=(14500 14501 15000 18080)
+for port in "${ports[@]}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port 127.0.0.1:$port is in use; the demo needs ${ports[*]}" >&2; exit 1
+  fi
+done
+
+echo "==> building deployer (release)"
+cargo build --release --locked -p deployer-bin
+deployer="$root/target/release/deployer"
+
+work=/tmp/deployer-demo
+rm -rf "$work"; mkdir -p "$work"
+token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+pids=()
+cleanup() {
+  set +e
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  docker ps -aq --filter label=deployer.demo | xargs -r docker rm -f -v >/dev/null 2>&1
+  docker images -q --filter label=deployer.demo | sort -u | xargs -r docker rmi -f >/dev/null 2>&1
+  docker images --format '{{.Repository}}:{{.Tag}}' | grep '^127.0.0.1:15000/demo/app' | xargs -r docker rmi -f >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+build_image() { # version
+  local ctx="$work/image-$1"
+  mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/www"
+  cp /bin/busybox "$ctx/rootfs/bin/busybox"
+  echo "$1" > "$ctx/rootfs/www/index.html"
+  echo ok > "$ctx/rootfs/www/health"
+  cat > "$ctx/Dockerfile" <<DOCKERFILE
+FROM scratch
+COPY rootfs/ /
+LABEL deployer.demo=1
+EXPOSE 8080
+CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+DOCKERFILE
+  docker build -q -t "deployer-demo/app:$1" "$ctx" >/dev/null
+}
+
+echo "==> building demo images v1 and v2 from scratch + busybox"
+build_image v1
+build_image v2
+
+echo "==> starting a local registry on 127.0.0.1:15000 (notifications -> deployer)"
+cat > "$work/registry.yml" <<REGISTRY
+version: 0.1
+log: { level: error, accesslog: { disabled: true } }
+storage: { filesystem: { rootdirectory: $work/registry } }
+http: { addr: 127.0.0.1:15000, secret: demo }
+notifications:
+  endpoints:
+    - name: deployer
+      url: http://127.0.0.1:14500/hooks/registry
+      headers: { Authorization: ["Bearer $token"] }
+      timeout: 1s
+      threshold: 5
+      backoff: 1s
+REGISTRY
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+pids+=($!)
+until curl -fsS -o /dev/null http://127.0.0.1:15000/v2/; do sleep 0.1; done
+
+push() { # version
+  docker tag "deployer-demo/app:$1" 127.0.0.1:15000/demo/app:latest
+  docker push -q 127.0.0.1:15000/demo/app:latest >/dev/null
+}
+
+echo "==> pushing v1 and starting deployer"
+push v1
+DEMO_REGISTRY_TOKEN="$token" "$deployer" run --config examples/demo.toml >"$work/deployer.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 300); do
+  [ "$(curl -fsS --max-time 1 http://127.0.0.1:18080/ 2>/dev/null)" = v1 ] && break
+  sleep 0.1
+done
+[ "$(curl -fsS http://127.0.0.1:18080/)" = v1 ] || { echo "v1 never came up; deployer log:" >&2; cat "$work/deployer.log" >&2; exit 1; }
+echo "    v1 serves on http://127.0.0.1:18080"
+
+echo "==> client loop running; pushing v2 (the registry's notification triggers the deploy)"
+: >"$work/responses"
+( while [ ! -e "$work/stop" ]; do
+    curl -sS --max-time 2 http://127.0.0.1:18080/ 2>/dev/null || echo FAILED
+  done >>"$work/responses" ) &
+loop=$!
+sleep 1
+push v2
+for _ in $(seq 1 300); do
+  grep -q '^v2$' "$work/responses" && break
+  sleep 0.1
+done
+sleep 2
+touch "$work/stop"; wait "$loop"
+
+total=$(wc -l <"$work/responses")
+failed=$(grep -cv '^v[12]$' "$work/responses" || true)
+sequence=$(uniq "$work/responses" | tr '\n' ' ')
+echo
+echo "==> deployer status"
+"$deployer" status --admin 127.0.0.1:14501
+echo
+echo "==> deployer history"
+"$deployer" history --admin 127.0.0.1:14501
+echo
+echo "requests: $total   failed: $failed   versions seen in order: $sequence"
+if [ "$failed" -ne 0 ] || ! grep -q '^v2$' "$work/responses"; then
+  echo "the switch was not clean; deployer log:" >&2; tail -50 "$work/deployer.log" >&2; exit 1
+fi
+echo "zero failed requests across the switch from v1 to v2"
