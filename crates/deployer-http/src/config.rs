@@ -42,7 +42,6 @@ impl ConfigError {
 /// An endpoint is served only when it has a secret, or when `insecure` says explicitly that
 /// anyone may call it. Otherwise it answers 404, exactly like a path that does not exist.
 #[derive(Debug, Clone, Default)]
-#[non_exhaustive]
 pub struct EndpointConfig {
     /// The shared secret: the path/query token (Docker Hub, Quay), the bearer token
     /// (registry, Harbor, generic) or the HMAC key (GitHub).
@@ -131,7 +130,6 @@ fn check_secret(field: &str, secret: &Secret) -> Result<(), ConfigError> {
 
 /// Settings of the webhook endpoints.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct WebhookConfig {
     /// Where the endpoints live (die-net/deployer's `webhook path`); default `/hooks`, so
     /// Docker Hub posts to `/hooks/dockerhub/<token>`. `/` puts them at the root.
@@ -236,7 +234,6 @@ impl WebhookConfig {
 
 /// Settings of the admin API (`/api/v1/*`, `/metrics`, `/healthz`, `/readyz`).
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct AdminConfig {
     /// Bearer token for `/api/v1/*` and `/metrics`. Without one the admin API must only be
     /// bound to loopback: see [`validate_admin_exposure`].
@@ -303,7 +300,6 @@ pub fn validate_admin_exposure(
 /// A notifier never delays a deploy (the engine queues reports per notifier), but its queue
 /// is bounded, so each delivery must end: `attempts` tries within `total` at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct RetryPolicy {
     /// Tries per report, the first included; default 3.
     pub attempts: u32,
@@ -362,7 +358,6 @@ impl RetryPolicy {
 
 /// Settings of the Slack notifier.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct SlackConfig {
     /// The incoming-webhook URL (it embeds a token: never logged).
     pub url: Secret,
@@ -398,7 +393,6 @@ impl SlackConfig {
 
 /// Settings of the generic webhook notifier.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct WebhookNotifierConfig {
     /// Where reports are posted (may embed a token: never logged).
     pub url: Secret,
@@ -434,7 +428,6 @@ impl WebhookNotifierConfig {
 
 /// Settings of the Docker Hub `callback_url` notifier.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct DockerHubCallbackConfig {
     /// Whether the binary should add the notifier; default off.
     pub enabled: bool,
@@ -504,7 +497,6 @@ fn check_url(field: &str, text: &str) -> Result<reqwest::Url, ConfigError> {
 
 /// Settings of the poll trigger (and the minimum interval of the signal trigger).
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
 pub struct PollConfig {
     /// Time between two polls of every tracked tag; default 24 h (die-net/deployer's repull
     /// period), at least [`MIN_POLL_PERIOD`].

@@ -91,7 +91,7 @@ pub fn admin_router(
 
 async fn require_token(State(admin): State<Arc<Admin>>, request: Request, next: Next) -> Response {
     if let Some(token) = &admin.token
-        && !bearer_matches(token, request.headers())
+        && !bearer_matches(token, request.headers(), false)
     {
         tracing::warn!("admin API: missing or wrong token");
         return ApiError::unauthorized().into_response();

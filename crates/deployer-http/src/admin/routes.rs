@@ -190,7 +190,7 @@ async fn history(
         Some(name) => {
             let name =
                 ServiceName::new(name).map_err(|e| ApiError::bad_request("service", e.problem))?;
-            if admin.handle.service(name.as_str()).is_none() {
+            if !admin.handle.specs().any(|s| s.name() == &name) {
                 return Err(unknown_service(name.as_str()));
             }
             Some(name)
@@ -228,7 +228,13 @@ async fn deploy(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let Some(view) = admin.handle.service(&name) else {
+    // The spec, not the live view: a service still recovering can be deployed.
+    let Some(spec) = admin
+        .handle
+        .specs()
+        .find(|s| s.name().as_str() == name)
+        .cloned()
+    else {
         return Err(unknown_service(&name));
     };
     let (parts, body) = request.into_parts();
@@ -241,7 +247,7 @@ async fn deploy(
         if media_type(&parts.headers).as_deref() != Some("application/json") {
             return Err(unsupported_media_type(&["application/json"]));
         }
-        deploy_image(&body, view.spec.image())?
+        deploy_image(&body, spec.image())?
     };
     let outcome = admin
         .handle

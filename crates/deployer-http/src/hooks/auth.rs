@@ -38,16 +38,17 @@ pub(crate) fn check_headers(
         AuthKind::Token => path_token
             .or_else(|| query_token(parts.uri.query()))
             .is_some_and(|token| secret.matches(token.as_bytes())),
-        AuthKind::Bearer => bearer_matches(secret, &parts.headers),
+        AuthKind::Bearer => bearer_matches(secret, &parts.headers, true),
         AuthKind::Signature => signature_bytes(&parts.headers).is_some(),
     }
 }
 
-/// Whether `headers` carry `Authorization: Bearer <secret>` (or the bare secret).
-pub(crate) fn bearer_matches(secret: &Secret, headers: &HeaderMap) -> bool {
+/// Whether `headers` carry `Authorization: Bearer <secret>`, or with `bare_too` also the bare
+/// secret (what Harbor sends when its "auth header" setting holds only the token).
+pub(crate) fn bearer_matches(secret: &Secret, headers: &HeaderMap, bare_too: bool) -> bool {
     headers
         .get(http::header::AUTHORIZATION)
-        .map(|v| bearer_token(v.as_bytes()))
+        .and_then(|v| bearer_token(v.as_bytes(), bare_too))
         .is_some_and(|token| secret.matches(token))
 }
 
@@ -86,12 +87,12 @@ fn signature_bytes(headers: &HeaderMap) -> Option<Vec<u8>> {
     (bytes.len() == 32).then_some(bytes)
 }
 
-fn bearer_token(value: &[u8]) -> &[u8] {
+fn bearer_token(value: &[u8], bare_too: bool) -> Option<&[u8]> {
     const PREFIX: &[u8] = b"bearer ";
     let value = value.trim_ascii();
     match value.get(..PREFIX.len()) {
-        Some(p) if p.eq_ignore_ascii_case(PREFIX) => value[PREFIX.len()..].trim_ascii(),
-        _ => value,
+        Some(p) if p.eq_ignore_ascii_case(PREFIX) => Some(value[PREFIX.len()..].trim_ascii()),
+        _ => bare_too.then_some(value),
     }
 }
 

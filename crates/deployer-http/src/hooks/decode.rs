@@ -121,6 +121,15 @@ impl Parts<'_, '_> {
     }
 }
 
+/// Checks that `host` (from `field`) names a registry: a bare word like `myregistry` would
+/// otherwise silently become a Docker Hub path component.
+pub(crate) fn registry_host<'h>(field: &Field<'_>, host: &'h str) -> Result<&'h str, DecodeError> {
+    match ImageRef::parse(&format!("{host}/probe:latest")) {
+        Ok(probe) if probe.registry() == host => Ok(host),
+        _ => Err(field.error(format!("{host:?} is not a registry host[:port]"))),
+    }
+}
+
 /// `host/path` of a reference that may end in `:tag` and/or `@digest`.
 pub(crate) fn strip_tag(reference: &str) -> &str {
     let reference = reference.split('@').next().unwrap_or(reference);
@@ -152,6 +161,23 @@ mod tests {
         assert_eq!(strip_tag("host:5000/o/app@sha256:ab"), "host:5000/o/app");
         assert_eq!(strip_tag("app:1"), "app");
         assert_eq!(strip_tag(""), "");
+    }
+
+    #[test]
+    fn registry_hosts_must_look_like_hosts() {
+        let doc = serde_json::json!({});
+        let f = Field::root(&doc).get("host");
+        for good in [
+            "127.0.0.1:5000",
+            "localhost",
+            "reg.example.com",
+            "[::1]:5000",
+        ] {
+            assert_eq!(registry_host(&f, good), Ok(good));
+        }
+        for bad in ["myregistry", "bad host", "", "a/b", "reg.example.com:x"] {
+            assert_eq!(registry_host(&f, bad).unwrap_err().field, "host", "{bad}");
+        }
     }
 
     #[test]

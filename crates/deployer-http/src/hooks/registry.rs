@@ -4,7 +4,7 @@
 //! only a `push` of a manifest or index with a tag is a new build of repo:tag. Everything else
 //! is acknowledged and skipped without looking at its other fields.
 
-use super::decode::{Build, DecodeContext, DecodeError, Parts};
+use super::decode::{Build, DecodeContext, DecodeError, Parts, registry_host};
 use super::json::Field;
 
 /// Content types the registry sends (2.x, 3.x), plus plain JSON for hand-made requests.
@@ -44,11 +44,14 @@ pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Bu
         let repository = repository_field.text()?;
         let digest = target.get("digest").digest()?;
         let host_field = event.get("request").get("host");
+        let url_field = target.get("url");
         let host = match (ctx.registry, host_field.opt_text()?) {
             (Some(configured), _) => configured,
-            (None, Some(host)) => host,
-            (None, None) => url_host(&target.get("url"))?
-                .ok_or_else(|| host_field.error("missing (configure the registry name)"))?,
+            (None, Some(host)) => registry_host(&host_field, host)?,
+            (None, None) => match url_host(&url_field)? {
+                Some(host) => registry_host(&url_field, host)?,
+                None => return Err(host_field.error("missing (configure the registry name)")),
+            },
         };
         let parts = Parts {
             registry: &host_field,

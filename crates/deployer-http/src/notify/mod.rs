@@ -25,30 +25,14 @@ pub use webhook::{EVENT_HEADER, SIGNATURE_HEADER, WebhookNotifier};
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use deployer_core::testing::digest;
-    use deployer_core::{DeployReport, Outcome, ServiceName, Source, Timestamp};
+    use deployer_core::{DeployReport, Outcome};
 
-    /// A report of service `web` on `host-a`, 1 -> 2, 12.3 s.
+    /// The report of `tests/fixtures/deploy_report.json` (service `web` on `host-a`, build 1 -> 2,
+    /// 12.3 s, from the registry) with another outcome.
     pub(crate) fn report(outcome: Outcome) -> DeployReport {
-        DeployReport {
-            service: ServiceName::new("web").unwrap(),
-            node: "host-a".into(),
-            image: "demo/app:latest".parse().unwrap(),
-            outcome,
-            from: Some(digest(1)),
-            to: Some(digest(2)),
-            generation: None,
-            revision: None,
-            source: Some(Source::new("registry")),
-            delivery_id: None,
-            callback_url: None,
-            reason: None,
-            rollback_error: None,
-            cut: 0,
-            warnings: Vec::new(),
-            started_at: Timestamp::from_millis(1_000),
-            finished_at: Timestamp::from_millis(13_300),
-            duration_ms: 12_300,
-        }
+        let fixture = include_str!("../../tests/fixtures/deploy_report.json");
+        let mut report: DeployReport = serde_json::from_str(fixture).expect("the report fixture");
+        report.outcome = outcome;
+        report
     }
 }

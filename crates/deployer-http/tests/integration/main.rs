@@ -1,0 +1,10 @@
+//! Integration tests of deployer-http: routers through `tower::ServiceExt::oneshot`, notifiers
+//! against local fake servers, the real server on 127.0.0.1:0, and a real registry.
+
+mod admin;
+mod common;
+mod decoders;
+mod notifiers;
+mod registry_e2e;
+mod server;
+mod webhooks;
