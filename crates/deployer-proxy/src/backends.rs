@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::drain::Drain;
-use crate::http::{HttpUpstream, UpstreamSettings};
 use crate::stats::{BackendState, BackendStats, Counters, Totals, load};
+use crate::upstream::{HttpUpstream, UpstreamSettings};
 
 /// What [`Proxy::add_backend`](crate::Proxy::add_backend) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::backends::ActiveGuard;
+use crate::upstream::Lease;
 
 /// Body of every response the HTTP proxy sends.
 #[derive(Debug)]
@@ -38,13 +39,21 @@ impl ProxyBody {
         }
     }
 
-    pub(crate) fn upstream(inner: Incoming, guard: ActiveGuard) -> Self {
+    /// A backend's body; `lease` is the backend connection, given back for reuse when the
+    /// body has been read to its end.
+    pub(crate) fn upstream(inner: Incoming, guard: ActiveGuard, lease: Lease) -> Self {
+        let mut body = UpstreamBody {
+            inner,
+            guard: Some(guard),
+            lease: Some(lease),
+            cut_wait: None,
+        };
+        if body.inner.is_end_stream() {
+            // hyper will not poll an empty body: the exchange is already complete.
+            body.finish();
+        }
         Self {
-            kind: Kind::Upstream(UpstreamBody {
-                inner,
-                guard: Some(guard),
-                cut_wait: None,
-            }),
+            kind: Kind::Upstream(body),
         }
     }
 }
@@ -80,6 +89,9 @@ struct UpstreamBody {
     /// Held until the body ends (not until hyper drops it), so a drain sees the request
     /// finish as soon as its last byte is handed to hyper.
     guard: Option<ActiveGuard>,
+    /// Given back only after a complete body; on error or cut it is dropped, which closes
+    /// the connection (HTTP/1.1 cannot reuse a connection with a half-read response).
+    lease: Option<Lease>,
     /// Created only once the backend makes us wait, so fast responses never pay for it:
     /// wakes this body if the backend is cut while nothing arrives.
     cut_wait: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -99,7 +111,7 @@ impl UpstreamBody {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if self.inner.is_end_stream() {
-                    self.guard = None;
+                    self.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -107,10 +119,11 @@ impl UpstreamBody {
                 guard.record_error();
                 tracing::warn!(backend = %guard.tracker().addr(), %error, "backend response body failed");
                 self.guard = None;
+                self.lease = None;
                 Poll::Ready(Some(Err(BodyError::Upstream(error))))
             }
             Poll::Ready(None) => {
-                self.guard = None;
+                self.finish();
                 Poll::Ready(None)
             }
             Poll::Pending => {
@@ -126,10 +139,19 @@ impl UpstreamBody {
         }
     }
 
+    /// The body ended cleanly: the request is over and its connection can be reused.
+    fn finish(&mut self) {
+        self.guard = None;
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+
     fn cut(&mut self) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if let Some(guard) = self.guard.take() {
             guard.record_cut();
         }
+        self.lease = None;
         Poll::Ready(Some(Err(BodyError::Cut)))
     }
 }
@@ -167,6 +189,43 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Text(text) => SizeHint::with_exact(text.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.inner.size_hint(),
+        }
+    }
+}
+
+/// Body of every request sent to a backend: the client's, streamed, or none for a request
+/// resent after a stale pooled connection (only body-less requests are resent).
+#[derive(Debug)]
+pub(crate) enum RequestBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Client(body) => Pin::new(body).poll_frame(cx),
+            Self::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Client(body) => body.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Client(body) => body.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
         }
     }
 }

@@ -46,6 +46,7 @@ mod http;
 mod server;
 mod stats;
 mod tcp;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -12,9 +12,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::backends::Pool;
 use crate::drain::{self, DrainReport};
-use crate::http::{self, HttpSettings, UpstreamSettings};
+use crate::http::{self, HttpSettings};
 use crate::stats::{ConnectionGuard, Totals};
 use crate::tcp;
+use crate::upstream::UpstreamSettings;
 use crate::{Mode, ProxyConfig};
 
 /// Connections the kernel may queue before we accept them: bursts of new connections

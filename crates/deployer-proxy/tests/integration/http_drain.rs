@@ -139,35 +139,3 @@ async fn an_upgraded_connection_survives_a_switch_until_the_deadline() {
     assert_eq!((report.drained_cleanly, report.cut), (false, 1));
     assert!(within("the cut upgrade closing", closed_by_peer(&mut client)).await);
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pooled_connections_to_a_drained_backend_are_closed() {
-    let v1 = Backend::http("v1").await;
-    let v2 = Backend::http("v2").await;
-    let proxy = http_proxy(&[&v1]).await;
-    let mut conn = Conn::open(proxy.local_addr()).await.expect("connect");
-    for _ in 0..5 {
-        let reply = within("request", conn.send(get("/"))).await.expect("reply");
-        assert_eq!(reply.body, "v1");
-    }
-    // Sequential requests reuse one pooled backend connection.
-    assert_eq!(v1.open_connections(), 1);
-
-    let report = within(
-        "draining v1",
-        proxy
-            .replace_backends(vec![v2.addr])
-            .wait(Duration::from_secs(5)),
-    )
-    .await;
-    assert!(report.drained_cleanly);
-    eventually("the idle pooled connection to v1 closing", || {
-        v1.open_connections() == 0
-    })
-    .await;
-    let reply = within("request after the drain", conn.send(get("/")))
-        .await
-        .expect("reply");
-    assert_eq!(reply.body, "v2");
-    assert_eq!(v1.requests(), 5);
-}
