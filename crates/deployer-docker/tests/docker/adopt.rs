@@ -105,7 +105,7 @@ async fn a_labelled_container_is_adopted_and_recreated_an_unlabelled_one_is_unto
         );
         // Declared services win over labels.
         assert!(
-            discover_adopted(&docker, &[spec.clone()])
+            discover_adopted(&docker, std::slice::from_ref(&spec))
                 .await?
                 .iter()
                 .all(|s| s.name() != spec.name())

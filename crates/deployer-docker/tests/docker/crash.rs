@@ -150,7 +150,7 @@ async fn killed_at_each_phase_then_restarted_exactly_one_generation_serves() -> 
             // keeps the agent draining long enough to be killed there.
             let mut timeouts = *spec.timeouts();
             timeouts.stop = Duration::from_secs(2);
-            spec = rebuild_with_timeouts(spec, timeouts)?;
+            spec = rebuild_with_timeouts(&spec, timeouts)?;
             let listen = spec.strategy().handover().context("handover")?.listen();
             let service = spec.name().to_string();
             let dir = tempfile::tempdir()?;
@@ -225,7 +225,7 @@ async fn killed_at_each_phase_then_restarted_exactly_one_generation_serves() -> 
 
 /// The same spec with other timeouts (specs are immutable once built).
 fn rebuild_with_timeouts(
-    spec: deployer_core::ServiceSpec,
+    spec: &deployer_core::ServiceSpec,
     timeouts: deployer_core::service::Timeouts,
 ) -> anyhow::Result<deployer_core::ServiceSpec> {
     Ok(
