@@ -38,8 +38,21 @@ pub struct EtcdOptions {
     /// How often etcd sends progress notifications to idle watches (etcd's default is 10 min,
     /// far too long for a test); `None` keeps etcd's default.
     pub progress_notify_interval: Option<Duration>,
+    /// Serve clients over TLS (`https://` endpoint) with these files.
+    pub tls: Option<EtcdTls>,
     /// More command-line flags, passed as they are.
     pub extra_args: Vec<String>,
+}
+
+/// TLS files for the client port (PEM).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// Server certificate; must name 127.0.0.1 (IP SAN) for clients to accept it.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// A running etcd; killed on drop, its data directory removed with it.
@@ -49,6 +62,8 @@ pub struct Etcd {
     child: Option<Child>,
     client_port: u16,
     peer_port: u16,
+    /// Plain-HTTP port for `/health`, so readiness checks work with TLS on the client port.
+    metrics_port: u16,
     options: EtcdOptions,
     /// Data directory and log file; kept across restarts so a restart finds its data.
     dir: tempfile::TempDir,
@@ -80,6 +95,7 @@ impl Etcd {
             child: None,
             client_port: 0,
             peer_port: 0,
+            metrics_port: 0,
             options,
             dir,
         };
@@ -87,6 +103,7 @@ impl Etcd {
         for _ in 0..START_ATTEMPTS {
             etcd.client_port = free_port();
             etcd.peer_port = free_port();
+            etcd.metrics_port = free_port();
             // A failed attempt may have left a half-initialised member behind.
             let _ = std::fs::remove_dir_all(etcd.data_dir());
             match etcd.launch_and_wait().await {
@@ -97,9 +114,14 @@ impl Etcd {
         panic!("etcd did not start after {START_ATTEMPTS} attempts: {last_error}");
     }
 
-    /// The client URL, `http://127.0.0.1:<port>`.
+    /// The client URL, `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The data directory (kept across restarts).
@@ -189,6 +211,10 @@ impl Etcd {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=default={peer}"))
+            .arg(format!(
+                "--listen-metrics-urls=http://127.0.0.1:{}",
+                self.metrics_port
+            ))
             .arg("--initial-cluster-state=new")
             .arg("--log-level=warn")
             .stdin(Stdio::null())
@@ -199,6 +225,16 @@ impl Etcd {
                 "--experimental-watch-progress-notify-interval={}ms",
                 interval.as_millis()
             ));
+        }
+        if let Some(tls) = &self.options.tls {
+            command
+                .arg(format!("--cert-file={}", tls.cert_file.display()))
+                .arg(format!("--key-file={}", tls.key_file.display()));
+            if let Some(ca) = &tls.client_ca_file {
+                command
+                    .arg("--client-cert-auth")
+                    .arg(format!("--trusted-ca-file={}", ca.display()));
+            }
         }
         command.args(&self.options.extra_args);
         let child = command
@@ -221,8 +257,9 @@ impl Etcd {
             if tokio::time::Instant::now() > deadline {
                 self.kill();
                 return Err(format!(
-                    "etcd did not become healthy on {} within {START_DEADLINE:?}; log:\n{}",
+                    "etcd did not become healthy (client {}, health on port {}) within {START_DEADLINE:?}; log:\n{}",
                     self.endpoint(),
+                    self.metrics_port,
                     self.log_tail()
                 ));
             }
@@ -230,10 +267,11 @@ impl Etcd {
         }
     }
 
-    /// Whether `GET /health` answers `"health":"true"` (a member with a leader).
+    /// Whether `GET /health` on the metrics port answers `"health":"true"` (a member with a
+    /// leader).
     async fn healthy(&self) -> bool {
         let probe = async {
-            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.client_port))
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
                 .await
                 .ok()?;
             stream
