@@ -222,7 +222,10 @@ impl Keeper {
                 // etcd answers a keep-alive for an unknown lease with TTL 0, which
                 // etcd-client reports as this error.
                 Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => return Ended::Lost,
-                Ok(Err(e)) => e.to_string(),
+                Ok(Err(e)) => {
+                    self.store.recover(&e).await;
+                    e.to_string()
+                }
                 Err(_) => format!("no answer within {:?}", self.store.request_timeout()),
             };
             attempt += 1;

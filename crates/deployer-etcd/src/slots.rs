@@ -207,6 +207,7 @@ impl SlotRules {
             result = watch => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "slot watch failed; polling instead");
+                    store.recover(&e).await;
                     tokio::select! {
                         () = stopped(shutdown) => {}
                         () = tokio::time::sleep(store.request_timeout().min(fallback)) => {}

@@ -132,13 +132,25 @@ impl Store {
         }
     }
 
+    /// After a stream (watch, keep-alive) failed to open: logs in again if etcd rejected our
+    /// token, so the next attempt can succeed. Unary requests do this inside [`Store::call`].
+    pub(crate) async fn recover(&self, error: &etcd_client::Error) {
+        if is_token_invalid(error)
+            && let Err(e) = self.reauthenticate("log in again").await
+        {
+            tracing::warn!(error = %e, "cannot log in to etcd again yet");
+        }
+    }
+
     async fn reauthenticate(&self, operation: &'static str) -> Result<(), CoordinatorError> {
         let Some((user, password)) = self.credentials.clone() else {
             return Ok(());
         };
         tracing::info!("etcd rejected our token; logging in again");
         let mut client = self.client.clone();
-        // The token lives behind a lock shared by every clone of the client.
+        // The token lives behind a lock shared by every clone of the client. etcd rejects
+        // even the login request while it carries the stale token, so drop it first.
+        client.remove_client_auth();
         tokio::time::timeout(self.request_timeout, client.set_client_auth(user, password))
             .await
             .map_err(|_| unavailable(operation, TimedOut(self.request_timeout)))?

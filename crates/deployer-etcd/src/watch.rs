@@ -153,7 +153,10 @@ impl WatchTask {
         .await;
         let (mut watcher, mut stream) = match opened {
             Ok(Ok(opened)) => opened,
-            Ok(Err(e)) => return Ended::Broken(e.to_string()),
+            Ok(Err(e)) => {
+                self.store.recover(&e).await;
+                return Ended::Broken(e.to_string());
+            }
             Err(_) => {
                 return Ended::Broken(
                     unavailable(
