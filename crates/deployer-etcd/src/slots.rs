@@ -218,7 +218,20 @@ impl SlotRules {
     }
 }
 
+/// What one look at the slots concluded.
+enum Step {
+    /// Answer the caller.
+    Done(SlotGrant),
+    /// All slots are taken as of this revision: wait for a change after it.
+    Wait(i64),
+    /// Something changed under the decision: look again at once.
+    Again,
+}
+
 /// Waits for a slot for `service` to switch to `target`; see [`Coordinator::acquire_slot`].
+///
+/// Rides out etcd outages shorter than the lease TTL (an etcd restart during a rollout) by
+/// retrying with backoff; longer ones are returned as `Unavailable`, and the caller retries.
 ///
 /// [`Coordinator::acquire_slot`]: deployer_core::ports::Coordinator::acquire_slot
 pub(crate) async fn acquire(
@@ -226,7 +239,6 @@ pub(crate) async fn acquire(
     service: &ServiceName,
     target: &Target,
 ) -> Result<SlotGrant, CoordinatorError> {
-    let target_key = shared.keys.target(&target.image);
     let slot_key = shared.keys.slot(service, shared.node());
     let record = SlotRecord {
         node: shared.node().to_owned(),
@@ -235,14 +247,10 @@ pub(crate) async fn acquire(
         acquired_at: Timestamp::now(),
     };
     let value = encode(&slot_key, &record)?;
-    let granted = || {
-        SlotGrant::Granted(SlotLease {
-            service: service.clone(),
-            token: shared.node().to_owned(),
-        })
-    };
+    let backoff = shared.config.backoff();
     let mut shutdown = shared.shutdown.subscribe();
     let mut lease_changes = shared.lease.clone();
+    let mut outage: Option<(tokio::time::Instant, u32)> = None;
     loop {
         shared.check_open()?;
         let Some(lease) = *lease_changes.borrow_and_update() else {
@@ -256,53 +264,88 @@ pub(crate) async fn acquire(
                 },
             }
         };
-        let view = shared
-            .rules
-            .read(&shared.store, service, Some(&target_key))
-            .await?;
-        let current = view.target.as_ref().map(decode_target).transpose()?;
-        if let Some(halt) = current
-            .as_ref()
-            .filter(|t| t.digest == target.digest)
-            .and_then(|t| t.halted.clone())
-        {
-            tracing::info!(%service, node = %halt.node, "not taking a slot: the build was halted");
-            return Ok(SlotGrant::Halted(halt));
-        }
-        let guard = TargetGuard {
-            key: &target_key,
-            mod_revision: view.target.as_ref().map_or(0, KeyValue::mod_revision),
-        };
-        let mut registry = shared.registry.lock().await;
-        match shared
-            .rules
-            .take_from(&shared.store, service, &view, &value, lease, Some(guard))
-            .await?
-        {
-            Take::Taken | Take::Held => {
-                registry
-                    .slots
-                    .insert(slot_key.clone(), (service.clone(), value.clone()));
-                registry.stale.remove(&slot_key);
-                tracing::info!(%service, node = shared.node(), "rollout slot taken");
-                return Ok(granted());
+        match look(shared, service, target, &value, lease).await {
+            Ok(Step::Done(grant)) => return Ok(grant),
+            Ok(Step::Again) => outage = None,
+            Ok(Step::Wait(revision)) => {
+                outage = None;
+                tracing::debug!(%service, "waiting for a rollout slot");
+                let target_key = shared.keys.target(&target.image);
+                shared
+                    .rules
+                    .wait_for_change(
+                        &shared.store,
+                        service,
+                        &target_key,
+                        revision,
+                        shared.config.lease_ttl,
+                        &mut shutdown,
+                    )
+                    .await;
             }
-            Take::Conflict => continue,
-            Take::Full => {}
+            Err(e @ CoordinatorError::Unavailable { .. }) => {
+                let (since, attempt) = outage.get_or_insert((tokio::time::Instant::now(), 0));
+                if since.elapsed() >= shared.config.lease_ttl {
+                    return Err(e);
+                }
+                *attempt += 1;
+                tracing::debug!(error = %e, "etcd unavailable while waiting for a slot; retrying");
+                tokio::select! {
+                    () = stopped(&mut shutdown) => return Err(CoordinatorError::Closed),
+                    () = tokio::time::sleep(backoff.delay(*attempt)) => {}
+                }
+            }
+            Err(e) => return Err(e),
         }
-        drop(registry);
-        tracing::debug!(%service, holders = view.holders.len(), "waiting for a rollout slot");
-        shared
-            .rules
-            .wait_for_change(
-                &shared.store,
-                service,
-                &target_key,
-                view.revision,
-                shared.config.lease_ttl,
-                &mut shutdown,
-            )
-            .await;
+    }
+}
+
+/// Reads the slots and the target at one revision and takes a slot if the rules allow.
+async fn look(
+    shared: &Shared,
+    service: &ServiceName,
+    target: &Target,
+    value: &[u8],
+    lease: LeaseId,
+) -> Result<Step, CoordinatorError> {
+    let target_key = shared.keys.target(&target.image);
+    let view = shared
+        .rules
+        .read(&shared.store, service, Some(&target_key))
+        .await?;
+    let current = view.target.as_ref().map(decode_target).transpose()?;
+    if let Some(halt) = current
+        .as_ref()
+        .filter(|t| t.digest == target.digest)
+        .and_then(|t| t.halted.clone())
+    {
+        tracing::info!(%service, node = %halt.node, "not taking a slot: the build was halted");
+        return Ok(Step::Done(SlotGrant::Halted(halt)));
+    }
+    let guard = TargetGuard {
+        key: &target_key,
+        mod_revision: view.target.as_ref().map_or(0, KeyValue::mod_revision),
+    };
+    let mut registry = shared.registry.lock().await;
+    match shared
+        .rules
+        .take_from(&shared.store, service, &view, value, lease, Some(guard))
+        .await?
+    {
+        Take::Taken | Take::Held => {
+            let slot_key = shared.keys.slot(service, shared.node());
+            registry.stale.remove(&slot_key);
+            registry
+                .slots
+                .insert(slot_key, (service.clone(), value.to_vec()));
+            tracing::info!(%service, node = shared.node(), "rollout slot taken");
+            Ok(Step::Done(SlotGrant::Granted(SlotLease {
+                service: service.clone(),
+                token: shared.node().to_owned(),
+            })))
+        }
+        Take::Conflict => Ok(Step::Again),
+        Take::Full => Ok(Step::Wait(view.revision)),
     }
 }
 

@@ -199,3 +199,48 @@ async fn a_closed_holders_slot_goes_to_a_waiting_host() {
         host.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_host_rides_out_an_etcd_restart() {
+    let mut etcd = Etcd::start().await;
+    // The waiter tolerates outages up to its lease TTL.
+    let holder = coordinator(&etcd, "holder").await;
+    let waiter = connect(config(&etcd, "waiter").with_lease_ttl(Duration::from_secs(10))).await;
+    let target = publish(&holder, 1).await;
+    let held = granted(holder.acquire_slot(&service("web"), &target).await.unwrap());
+    let waiting = ask(&waiter, &target);
+
+    etcd.kill();
+    // An outage longer than the waiter's one-second poll, so it does meet a dead etcd.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    etcd.restart().await;
+    // The holder's slot survived the restart (etcd renews leases when it comes back) ...
+    assert!(
+        !waiting.is_finished(),
+        "the waiter gave up during the outage"
+    );
+    let held_again = granted(
+        within(
+            "the holder asking again after the restart",
+            20,
+            holder.acquire_slot(&service("web"), &target),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(held, held_again);
+    // ... and once it is released, the waiter gets it.
+    eventually("the release after the restart", 20, || {
+        let (holder, slot) = (holder.clone(), held.clone());
+        async move { holder.release_slot(slot).await.ok() }
+    })
+    .await;
+    granted(
+        within("the waiter's slot after the restart", 20, waiting)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    holder.close().await;
+    waiter.close().await;
+}
