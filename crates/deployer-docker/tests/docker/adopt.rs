@@ -14,7 +14,7 @@ use deployer_testkit::images::{self, App, HTTP_PORT};
 use deployer_testkit::{Sweep, net};
 
 use crate::support::{
-    Harness, bounded, build_image, eventually, fetch_body, inspect, run_container,
+    Harness, bounded, build_image, eventually, fetch_body, inspect, run_container, tag_as,
 };
 
 fn published(port: u16) -> HostConfig {
@@ -39,15 +39,7 @@ async fn a_labelled_container_is_adopted_and_recreated_an_unlabelled_one_is_unto
         let (v1, id1) = build_image(&docker, &sweep, "ad", "v1", App::http("v1"), false).await?;
         let (_, id2) = build_image(&docker, &sweep, "ad", "v2", App::http("v2"), false).await?;
         let tracked = v1.with_tag("live")?;
-        docker
-            .tag_image(
-                &id1,
-                Some(bollard::query_parameters::TagImageOptions {
-                    repo: Some(tracked.name()),
-                    tag: Some("live".into()),
-                }),
-            )
-            .await?;
+        tag_as(&docker, &id1, &tracked).await?;
         let adopted_name = sweep.name("adopted");
         let plain_name = sweep.name("plain");
         let (adopted_port, plain_port) = (net::free_port(), net::free_port());

@@ -91,35 +91,17 @@ async fn bad_images_roll_back_and_a_newer_target_supersedes_a_probing_candidate(
         );
         let clients = ClientLoop::start(listen, 1, 1);
 
-        // Never healthy: rolled back at the deadline, the candidate removed.
-        let rev = harness.publish(&tracked, &never).await?;
-        let report = harness.report(rev, Duration::from_secs(30)).await?;
-        assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
-        assert!(
-            report
-                .reason
-                .as_deref()
-                .unwrap_or("")
-                .contains("not healthy"),
-            "{report:?}"
-        );
-        assert_eq!(fetch_body(listen).await?, "v1\n");
-        assert_eq!(containers_of(&docker, &service).await?.len(), 1);
-
-        // Exits at start: rolled back with its exit code.
-        let rev = harness.publish(&tracked, &exits).await?;
-        let report = harness.report(rev, Duration::from_secs(30)).await?;
-        assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
-        assert!(
-            report
-                .reason
-                .as_deref()
-                .unwrap_or("")
-                .contains("exit code 1"),
-            "{report:?}"
-        );
-        assert_eq!(fetch_body(listen).await?, "v1\n");
-        assert_eq!(containers_of(&docker, &service).await?.len(), 1);
+        // Never healthy (rolled back at the deadline) and exits at start (rolled back with
+        // its exit code): the old one keeps serving, the candidate is removed.
+        for (bad, why) in [(&never, "not healthy"), (&exits, "exit code 1")] {
+            let rev = harness.publish(&tracked, bad).await?;
+            let report = harness.report(rev, Duration::from_secs(30)).await?;
+            assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+            let reason = report.reason.clone().unwrap_or_default();
+            assert!(reason.contains(why), "{report:?}");
+            assert_eq!(fetch_body(listen).await?, "v1\n");
+            assert_eq!(containers_of(&docker, &service).await?.len(), 1);
+        }
 
         // A slow candidate is superseded by v2 while it is probed, then v2 takes over. The
         // health deadline is 2 s, shorter than the boot: only a supersede can save it from a

@@ -14,7 +14,7 @@ use deployer_testkit::images::{self, App, HTTP_PORT};
 use deployer_testkit::{Sweep, net};
 
 use crate::support::{
-    Harness, Leftover, bounded, build_image, eventually, fetch_body, inspect, run_container,
+    Harness, Leftover, bounded, build_image, eventually, fetch_body, inspect, run_container, tag_as,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,15 +26,7 @@ async fn recreate_keeps_every_config_field_and_rolls_back_to_the_kept_container(
         let (v1, _) = build_image(&docker, &sweep, "rc", "v1", App::http("v1"), false).await?;
         let (_, id2) = build_image(&docker, &sweep, "rc", "v2", App::http("v2"), false).await?;
         let tracked = v1.with_tag("live")?;
-        docker
-            .tag_image(
-                &v1.to_string(),
-                Some(bollard::query_parameters::TagImageOptions {
-                    repo: Some(tracked.name()),
-                    tag: Some("live".into()),
-                }),
-            )
-            .await?;
+        tag_as(&docker, &v1.to_string(), &tracked).await?;
 
         let network = sweep.name("net");
         docker

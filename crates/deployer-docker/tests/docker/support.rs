@@ -35,6 +35,16 @@ pub async fn build_image(
     Ok((name.parse()?, id))
 }
 
+/// Points `tracked` (a repo:tag) at local image `source`, as a registry pull would.
+pub async fn tag_as(docker: &Docker, source: &str, tracked: &ImageRef) -> anyhow::Result<()> {
+    let options = bollard::query_parameters::TagImageOptions {
+        repo: Some(tracked.name()),
+        tag: tracked.tag().map(str::to_owned),
+    };
+    docker.tag_image(source, Some(options)).await?;
+    Ok(())
+}
+
 /// Waits until `check` returns `Some`, polling every 50 ms, failing after `limit` with
 /// `what` in the message.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
