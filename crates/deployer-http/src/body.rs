@@ -62,11 +62,12 @@ pub(crate) async fn read_body(
     }
 }
 
-/// The media type of the body (`application/json`), lowercased, without parameters.
-pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
+/// The media type of the body (`application/json`) without parameters, as sent: compare it
+/// with `eq_ignore_ascii_case`.
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let essence = value.split(';').next().unwrap_or("").trim();
-    (!essence.is_empty()).then(|| essence.to_ascii_lowercase())
+    (!essence.is_empty()).then_some(essence)
 }
 
 /// 415 listing what is accepted.

@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use deployer_core::DeployReport;
 use deployer_core::driver::{DriverHandle, EventSink};
@@ -72,6 +73,21 @@ pub enum WebhookResult {
 }
 
 impl WebhookResult {
+    /// Every result.
+    pub const ALL: [WebhookResult; 11] = [
+        Self::Accepted,
+        Self::Ignored,
+        Self::Duplicate,
+        Self::Unauthorized,
+        Self::BadRequest,
+        Self::UnsupportedMediaType,
+        Self::TooLarge,
+        Self::Timeout,
+        Self::Busy,
+        Self::Unavailable,
+        Self::NotFound,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -129,7 +145,6 @@ type ProxyFamily = (
     MetricType,
     fn(&ProxyBackendStats) -> u64,
 );
-type WebhookLabels = [(&'static str, &'static str); 2];
 type DeployLabels = [(&'static str, String); 2];
 type OutcomeLabels = [(&'static str, &'static str); 1];
 
@@ -141,7 +156,10 @@ fn duration_histogram() -> Histogram {
 /// admin router and the [`MetricsNotifier`](crate::notify::MetricsNotifier).
 #[derive(Debug)]
 pub struct Metrics {
-    webhooks: Family<WebhookLabels, Counter>,
+    /// Webhook requests by sender and result, indexed like [`Sender::ALL`] and
+    /// [`WebhookResult::ALL`]: plain atomics, so counting a request takes no lock (webhooks are
+    /// the hot path).
+    webhooks: [[AtomicU64; WebhookResult::ALL.len()]; Sender::ALL.len()],
     deploys: Family<DeployLabels, Counter>,
     durations: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
 }
@@ -149,7 +167,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            webhooks: Family::default(),
+            webhooks: Default::default(),
             deploys: Family::default(),
             durations: Family::new_with_constructor(duration_histogram),
         }
@@ -162,18 +180,24 @@ impl Metrics {
         Arc::new(Self::default())
     }
 
+    fn webhook_counter(&self, sender: Sender, result: WebhookResult) -> &AtomicU64 {
+        let s = Sender::ALL.iter().position(|x| *x == sender).unwrap_or(0);
+        let r = WebhookResult::ALL
+            .iter()
+            .position(|x| *x == result)
+            .unwrap_or(0);
+        &self.webhooks[s][r]
+    }
+
     /// Counts one webhook request.
     pub fn webhook(&self, sender: Sender, result: WebhookResult) {
-        self.webhooks
-            .get_or_create(&[("source", sender.as_str()), ("result", result.as_str())])
-            .inc();
+        self.webhook_counter(sender, result)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many webhook requests of `sender` ended with `result`.
     pub fn webhook_count(&self, sender: Sender, result: WebhookResult) -> u64 {
-        self.webhooks
-            .get(&[("source", sender.as_str()), ("result", result.as_str())])
-            .map_or(0, |c| c.get())
+        self.webhook_counter(sender, result).load(Ordering::Relaxed)
     }
 
     /// Counts one deploy report (and its duration, when final).
@@ -198,11 +222,16 @@ impl Metrics {
     /// The metrics in OpenMetrics text format, with the values `sources` hold right now.
     pub fn render(&self, sources: ScrapeSources) -> String {
         let mut registry = Registry::with_prefix("deployer");
-        registry.register(
-            "webhooks",
-            "Webhook requests by sender and result",
-            self.webhooks.clone(),
-        );
+        let mut webhooks = Vec::new();
+        for (sender, row) in Sender::ALL.iter().zip(&self.webhooks) {
+            for (result, count) in WebhookResult::ALL.iter().zip(row) {
+                let count = count.load(Ordering::Relaxed);
+                if count > 0 {
+                    webhooks.push((sender.as_str(), result.as_str(), count));
+                }
+            }
+        }
+        registry.register_collector(Box::new(WebhookCounts(webhooks)));
         registry.register(
             "deploys",
             "Deploy reports by service and outcome",
@@ -221,6 +250,26 @@ impl Metrics {
             tracing::error!("encoding metrics failed: {e}");
         }
         out
+    }
+}
+
+/// Webhook counters copied at scrape time: (source, result, count), zeros left out.
+#[derive(Debug)]
+struct WebhookCounts(Vec<(&'static str, &'static str, u64)>);
+
+impl Collector for WebhookCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let mut metric = encoder.encode_descriptor(
+            "webhooks",
+            "Webhook requests by sender and result",
+            None,
+            MetricType::Counter,
+        )?;
+        for (source, result, count) in &self.0 {
+            let labels = [("source", *source), ("result", *result)];
+            ConstCounter::new(*count).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 

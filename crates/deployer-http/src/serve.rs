@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
+use axum::serve::ListenerExt;
 use deployer_core::driver::EventSink;
 use deployer_core::ports::{Trigger, TriggerError};
 use deployer_core::shutdown::Shutdown;
@@ -62,6 +63,13 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping_tx.send(());
     };
+    // Webhook senders and API clients send small requests and wait for the answer: Nagle's
+    // algorithm would only add latency.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -244,7 +244,7 @@ async fn deploy(
     let image = if body.trim_ascii().is_empty() {
         None
     } else {
-        if media_type(&parts.headers).as_deref() != Some("application/json") {
+        if !media_type(&parts.headers).is_some_and(|t| t.eq_ignore_ascii_case("application/json")) {
             return Err(unsupported_media_type(&["application/json"]));
         }
         deploy_image(&body, spec.image())?

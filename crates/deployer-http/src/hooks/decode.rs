@@ -3,9 +3,8 @@
 
 use deployer_core::image::ReferenceProblem;
 use deployer_core::{Digest, ImageRef, Timestamp};
-use serde_json::Value;
 
-use super::json::Field;
+use super::json::{Field, Json};
 use super::{Sender, dockerhub, generic, github, harbor, quay, registry};
 
 /// A payload that cannot be used, naming the field at fault (`push_data.tag`, `body`).
@@ -79,7 +78,7 @@ pub fn decode(
     body: &[u8],
     ctx: &DecodeContext<'_>,
 ) -> Result<Vec<Build>, DecodeError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError {
+    let value: Json<'_> = serde_json::from_slice(body).map_err(|e| DecodeError {
         field: "body".to_owned(),
         problem: format!("invalid JSON: {e}"),
     })?;
@@ -165,8 +164,9 @@ mod tests {
 
     #[test]
     fn registry_hosts_must_look_like_hosts() {
-        let doc = serde_json::json!({});
-        let f = Field::root(&doc).get("host");
+        let doc: Json<'_> = serde_json::from_str("{}").unwrap();
+        let root = Field::root(&doc);
+        let f = root.get("host");
         for good in [
             "127.0.0.1:5000",
             "localhost",
@@ -188,7 +188,8 @@ mod tests {
 
     #[test]
     fn bad_parts_are_blamed_precisely() {
-        let doc = serde_json::json!({"host": "h", "repo": "r", "tag": "t"});
+        let doc: Json<'_> =
+            serde_json::from_str(r#"{"host": "h", "repo": "r", "tag": "t"}"#).unwrap();
         let root = Field::root(&doc);
         let (host, repo, tag) = (root.get("host"), root.get("repo"), root.get("tag"));
         let parts = Parts {

@@ -22,7 +22,8 @@ pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Bu
         return Ok(Vec::new());
     }
     let version = package.get("package_version");
-    let tag_meta = version.get("container_metadata").get("tag");
+    let metadata = version.get("container_metadata");
+    let tag_meta = metadata.get("tag");
     let tag_field = tag_meta.get("name");
     let Some(tag) = tag_field.opt_text()? else {
         return Ok(Vec::new());

@@ -19,7 +19,8 @@ pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Bu
             continue;
         };
         let url_field = resource.get("resource_url");
-        let name_field = data.get("repository").get("repo_full_name");
+        let repository = data.get("repository");
+        let name_field = repository.get("repo_full_name");
         let (base, blame) = match (url_field.opt_text()?, ctx.registry) {
             (Some(url), registry) => (rehost(strip_tag(url), registry), &url_field),
             (None, Some(registry)) => (format!("{registry}/{}", name_field.text()?), &name_field),

@@ -199,6 +199,12 @@ pub fn webhook_router(
 /// A refused request: the metrics label and the answer.
 type Refusal = (WebhookResult, ApiError);
 
+/// The 202 answer: what became of each announced build.
+#[derive(Debug, Serialize)]
+struct Accepted {
+    events: Vec<EventResult>,
+}
+
 /// What became of one announced build, as the response reports it.
 #[derive(Debug, Serialize)]
 struct EventResult {
@@ -221,7 +227,7 @@ impl Hooks {
     ) -> Response {
         let (result, response) = match self.process(sender, path_token, request).await {
             Ok((result, events)) => {
-                let body = serde_json::json!({ "events": events });
+                let body = Accepted { events };
                 (
                     result,
                     (StatusCode::ACCEPTED, axum::Json(body)).into_response(),
@@ -254,7 +260,9 @@ impl Hooks {
             return Err(refuse_auth());
         }
         let accepted = sender.media_types();
-        if !media_type(&parts.headers).is_some_and(|t| accepted.contains(&t.as_str())) {
+        if !media_type(&parts.headers)
+            .is_some_and(|t| accepted.iter().any(|a| a.eq_ignore_ascii_case(t)))
+        {
             return Err((
                 WebhookResult::UnsupportedMediaType,
                 unsupported_media_type(accepted),

@@ -1,8 +1,6 @@
 //! Quay `repo_push` notifications: one build per entry of `updated_tags` (a list; very old
 //! senders send a map tag -> image id).
 
-use serde_json::Value;
-
 use super::decode::{Build, DecodeContext, DecodeError, Parts, rehost, strip_tag};
 use super::json::Field;
 
@@ -16,12 +14,9 @@ pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Bu
     };
     let base = rehost(&base, ctx.registry);
     let tags_field = root.get("updated_tags");
-    let tag_fields = match tags_field.value() {
-        Some(Value::Object(map)) => map
-            .keys()
-            .map(|k| (tags_field.get(k), k.as_str()))
-            .collect(),
-        _ => tags_field
+    let tag_fields = match tags_field.keys() {
+        Some(keys) => keys.into_iter().map(|k| (tags_field.get(k), k)).collect(),
+        None => tags_field
             .items()?
             .into_iter()
             .map(|f| {

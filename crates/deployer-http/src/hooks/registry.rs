@@ -43,7 +43,8 @@ pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Bu
         let repository_field = target.get("repository");
         let repository = repository_field.text()?;
         let digest = target.get("digest").digest()?;
-        let host_field = event.get("request").get("host");
+        let request = event.get("request");
+        let host_field = request.get("host");
         let url_field = target.get("url");
         let host = match (ctx.registry, host_field.opt_text()?) {
             (Some(configured), _) => configured,
