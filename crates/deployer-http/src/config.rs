@@ -102,6 +102,12 @@ impl EndpointConfig {
             }
         }
         if let Some(registry) = &self.registry {
+            if !matches!(sender, Sender::Registry | Sender::Harbor | Sender::Quay) {
+                return Err(ConfigError::new(
+                    field("registry"),
+                    "only the registry, harbor and quay endpoints report a registry host",
+                ));
+            }
             let probe = ImageRef::parse(&format!("{registry}/probe:latest"));
             if probe.map(|i| i.registry() != registry).unwrap_or(true) {
                 return Err(ConfigError::new(
@@ -600,6 +606,11 @@ mod tests {
             EndpointConfig::with_secret(TOKEN).registry("not a host"),
         );
         assert_eq!(err.field, "webhooks.registry.registry");
+        let err = refusal(
+            Sender::GitHub,
+            EndpointConfig::with_secret(TOKEN).registry("ghcr.io"),
+        );
+        assert_eq!(err.field, "webhooks.github.registry");
         let both = EndpointConfig {
             insecure: true,
             ..EndpointConfig::with_secret(TOKEN)

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -183,8 +184,10 @@ pub fn webhook_router(
                 &format!("{path}/{{token}}"),
                 post(
                     move |State(hooks): State<Arc<Hooks>>,
-                          Path(token): Path<String>,
+                          token: Result<Path<String>, PathRejection>,
                           request: Request| async move {
+                        // A token that does not even decode is a wrong token: 401, not 400.
+                        let token = token.map_or_else(|_| String::new(), |Path(t)| t);
                         hooks.handle(sender, Some(token), request).await
                     },
                 ),

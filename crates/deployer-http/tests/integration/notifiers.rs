@@ -9,7 +9,9 @@ use deployer_http::config::{
     DockerHubCallbackConfig, RetryPolicy, SlackConfig, WebhookNotifierConfig,
 };
 use deployer_http::hooks::signature;
-use deployer_http::notify::{DockerHubCallback, SIGNATURE_HEADER, SlackNotifier, WebhookNotifier};
+use deployer_http::notify::{
+    DockerHubCallback, SIGNATURE_HEADER, SlackNotifier, WebhookNotifier, slack_message,
+};
 use serde_json::Value;
 
 use crate::common::*;
@@ -209,22 +211,19 @@ async fn docker_hub_callbacks_go_only_to_allowed_origins() {
     let seen = receiver.seen();
     assert_eq!(seen.len(), 1);
     let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
-    assert_eq!(body["state"], "success");
-    assert_eq!(body["context"], "deployer");
-    assert_eq!(
-        body["target_url"],
-        "https://deployer.example.com/api/v1/history"
-    );
-    assert!(
-        body["description"]
-            .as_str()
-            .unwrap()
-            .starts_with("web succeeded"),
-        "{body}"
-    );
+    let golden: Value = serde_json::from_slice(&fixture("dockerhub_callback.json")).unwrap();
+    assert_eq!(body, golden);
 
     // The default allow-list (Docker Hub only) refuses the local receiver without calling it.
     let strict = DockerHubCallback::new(&DockerHubCallbackConfig::default()).unwrap();
     assert!(strict.notify(&r).await.is_err());
     assert_eq!(receiver.seen().len(), 1);
+}
+
+#[test]
+fn the_slack_message_matches_its_fixture() {
+    let mut r = report(Outcome::Failed);
+    r.reason = Some("probe of 127.0.0.1:8080 failed: <connection refused> & gave up".into());
+    let golden: Value = serde_json::from_slice(&fixture("slack_message_failed.json")).unwrap();
+    assert_eq!(slack_message(&r, Some("deploy-bot")), golden);
 }

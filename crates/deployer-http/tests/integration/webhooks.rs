@@ -692,3 +692,36 @@ async fn the_prefix_and_registry_name_are_configurable_and_only_post_is_served()
         StatusCode::METHOD_NOT_ALLOWED
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sender_that_never_finishes_its_body_gets_408() {
+    let mut hooks = hooks();
+    let stalled = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+    let request = post(
+        "/hooks/generic",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {TOKEN}")),
+        ],
+        Body::from_stream(stalled),
+    );
+    let (status, _, answer) = send(&hooks.router, request).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(answer["error"], "body: not received in time");
+    assert_eq!(hooks.count(Sender::Generic, WebhookResult::Timeout), 1);
+    assert!(hooks.drain().is_empty());
+}
+
+#[tokio::test]
+async fn a_path_token_that_does_not_decode_is_401() {
+    let hooks = hooks();
+    let request = json_post(
+        "/hooks/dockerhub/%FF%FE",
+        None,
+        fixture("dockerhub_push.json"),
+    );
+    assert_eq!(
+        send(&hooks.router, request).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
