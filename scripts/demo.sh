@@ -105,6 +105,12 @@ done
 sleep 2
 touch "$work/stop"; wait "$loop"
 
+# Let the old generation finish draining, so status and history show the finished deploy.
+for _ in $(seq 1 200); do
+  "$deployer" status --admin 127.0.0.1:14501 --json | grep -q '"state":"idle"' && break
+  sleep 0.1
+done
+
 total=$(wc -l <"$work/responses")
 failed=$(grep -cv '^v[12]$' "$work/responses" || true)
 sequence=$(uniq "$work/responses" | tr '\n' ' ')

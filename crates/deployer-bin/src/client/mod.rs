@@ -4,7 +4,7 @@ mod render;
 
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use serde_json::{Value, json};
 
 use crate::cli::{ClientArgs, WaitArgs};

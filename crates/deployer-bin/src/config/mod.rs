@@ -17,9 +17,13 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use overrides::Overrides;
 pub use raw::LogFormat;
-pub use secret::{EnvSource, MapEnv, ProcessEnv, Secret};
+#[cfg(test)]
+pub use secret::MapEnv;
+pub use secret::{EnvSource, ProcessEnv};
 pub use settings::*;
-pub use validate::{DEFAULT_ADMIN_LISTEN, DEFAULT_JOURNAL, DEFAULT_WEBHOOK_LISTEN};
+pub use validate::DEFAULT_ADMIN_LISTEN;
+#[cfg(test)]
+pub use validate::DEFAULT_WEBHOOK_LISTEN;
 
 /// Reads, overrides and validates `path`.
 pub fn load(

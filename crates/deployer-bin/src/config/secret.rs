@@ -1,6 +1,7 @@
 //! Secrets given by reference (`{ env = "NAME" }`, `{ file = "/path" }`), read through an
 //! injectable environment so tests never touch the process's.
 
+#[cfg(test)]
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -58,11 +59,6 @@ impl<'de> Deserialize<'de> for SecretRef {
 pub struct Secret(String);
 
 impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
     /// The value, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -92,9 +88,11 @@ impl EnvSource for ProcessEnv {
 }
 
 /// A fixed set of variables, for tests.
+#[cfg(test)]
 #[derive(Debug, Clone, Default)]
 pub struct MapEnv(pub HashMap<String, String>);
 
+#[cfg(test)]
 impl EnvSource for MapEnv {
     fn var(&self, name: &str) -> Option<String> {
         self.0.get(name).cloned()

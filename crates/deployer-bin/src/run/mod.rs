@@ -1,17 +1,205 @@
-//! `deployer run`: wiring the adapters into the daemon.
+//! `deployer run`: validates the config, wires the adapters into a driver, serves webhooks and
+//! the admin API, and stops gracefully on SIGTERM or SIGINT.
+
+mod adapters;
+mod logging;
+mod signals;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{LogFormat, Overrides};
+use anyhow::anyhow;
+use deployer_core::driver::{Driver, DriverConfig, Ports, error_chain};
+use deployer_core::memory::MemoryCoordinator;
+use deployer_core::ports::{Coordinator, Notifier};
+use deployer_docker::{
+    Credentials, DockerImageSource, DockerSwitcher, ImagePruner, RedbJournal, SwitcherConfig,
+};
+use deployer_etcd::EtcdCoordinator;
+use deployer_http::notify::{DockerHubCallback, MetricsNotifier, SlackNotifier, WebhookNotifier};
+use deployer_http::{Metrics, PollTrigger, SignalTrigger, WebhookTrigger, admin_router};
+
+pub use adapters::AdapterConfigs;
+
+use crate::config::{self, LogFormat, Overrides, ProcessEnv, Settings};
 use crate::exit::Exit;
+
+/// Loads and validates everything `run` needs, without binding or connecting anything.
+pub fn load(
+    path: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<(Settings, AdapterConfigs), Exit> {
+    let (file, settings) = match path {
+        Some(path) => (
+            path.display().to_string(),
+            config::load(path, overrides, &ProcessEnv),
+        ),
+        None => (
+            "(no config file)".to_owned(),
+            config::parse("(no config file)", "", overrides, &ProcessEnv),
+        ),
+    };
+    let settings = settings.map_err(Exit::config)?;
+    let adapters = AdapterConfigs::new(&settings, &file).map_err(Exit::config)?;
+    Ok((settings, adapters))
+}
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(
-    _config: Option<&Path>,
-    _overrides: &Overrides,
-    _log: Option<LogFormat>,
+    path: Option<&Path>,
+    overrides: &Overrides,
+    log: Option<LogFormat>,
 ) -> Result<(), Exit> {
-    Err(Exit::failure(anyhow::anyhow!(
-        "the daemon is wired once the adapters land"
-    )))
+    let (settings, adapters) = load(path, overrides)?;
+    logging::init(log.unwrap_or(settings.log_format));
+    tracing::info!(node = %settings.node, services = settings.services.len(), "starting deployer {}", env!("CARGO_PKG_VERSION"));
+
+    let unavailable = |what: &str, e: &dyn std::error::Error| {
+        Exit::unavailable(anyhow!("{what}: {}", error_chain(e)))
+    };
+    let docker = deployer_docker::connect::connect(
+        settings.docker.endpoint.as_deref(),
+        &deployer_docker::ProcessEnv,
+    )
+    .await
+    .map_err(|e| unavailable("Docker engine", &e))?;
+    let credentials = match &settings.docker.config {
+        Some(path) => Credentials::from_file(path.clone()),
+        None => Credentials::from_env(&deployer_docker::ProcessEnv),
+    };
+    credentials
+        .validate()
+        .map_err(|e| Exit::usage(anyhow!("docker.config: {}", error_chain(&e))))?;
+    let images = Arc::new(DockerImageSource::new(docker.clone(), credentials));
+    let switcher = Arc::new(DockerSwitcher::new(
+        docker.clone(),
+        SwitcherConfig::default(),
+    ));
+
+    let mut services = settings.services.clone();
+    let adopted = deployer_docker::discover_adopted(&docker, &services)
+        .await
+        .map_err(|e| unavailable("listing containers to adopt", &e))?;
+    for spec in &adopted {
+        tracing::info!(service = %spec.name(), image = %spec.image(), "adopted labelled containers");
+    }
+    services.extend(adopted);
+    switcher
+        .bind_proxies(&services)
+        .await
+        .map_err(|e| unavailable("binding the services' proxies", &e))?;
+
+    if let Some(dir) = settings.docker.journal.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| unavailable(&format!("creating {}", dir.display()), &e))?;
+    }
+    let journal = Arc::new(
+        RedbJournal::open(&settings.docker.journal)
+            .map_err(|e| unavailable("opening the journal", &e))?,
+    );
+
+    let etcd = match &adapters.etcd {
+        Some(config) => Some(
+            EtcdCoordinator::connect(config.clone())
+                .await
+                .map_err(|e| unavailable("etcd", &e))?,
+        ),
+        None => None,
+    };
+    let coordinator: Arc<dyn Coordinator> = match &etcd {
+        Some(etcd) => Arc::new(etcd.clone()),
+        None => Arc::new(MemoryCoordinator::new(settings.node.clone())),
+    };
+
+    let metrics = Metrics::new();
+    let mut notifiers: Vec<Arc<dyn Notifier>> =
+        vec![Arc::new(MetricsNotifier::new(metrics.clone()))];
+    let bad_config = |e: &dyn std::error::Error| Exit::usage(anyhow!("{e}"));
+    if let Some(slack) = &adapters.slack {
+        notifiers.push(Arc::new(
+            SlackNotifier::new(slack).map_err(|e| bad_config(&e))?,
+        ));
+    }
+    if let Some(webhook) = &adapters.webhook_notifier {
+        notifiers.push(Arc::new(
+            WebhookNotifier::new(webhook).map_err(|e| bad_config(&e))?,
+        ));
+    }
+    if let Some(callback) = &adapters.dockerhub_callback {
+        notifiers.push(Arc::new(
+            DockerHubCallback::new(callback).map_err(|e| bad_config(&e))?,
+        ));
+    }
+    if settings.docker.prune_images {
+        notifiers.push(Arc::new(ImagePruner::new(
+            docker.clone(),
+            settings.docker.keep_images as usize,
+        )));
+    }
+
+    let mut driver_config = DriverConfig::new(settings.node.clone());
+    driver_config.max_parallel = settings.max_parallel;
+    driver_config.shutdown_grace = settings.shutdown_grace;
+    let ports = Ports {
+        images: images.clone(),
+        switcher: switcher.clone(),
+        coordinator,
+        journal,
+        notifiers,
+    };
+    let mut driver =
+        Driver::new(driver_config, ports, services).map_err(|e| Exit::usage(anyhow!("{e}")))?;
+    let handle = driver.handle();
+
+    let webhooks = WebhookTrigger::bind(
+        settings.webhooks.listen,
+        adapters.webhooks.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| unavailable("webhook listener", &e))?;
+    tracing::info!(addr = %webhooks.local_addr(), path = %settings.webhooks.path, "webhooks listening");
+    driver = driver.with_trigger(Arc::new(webhooks));
+    let poll_config = adapters.poll.unwrap_or_default();
+    if let Some(poll) = &adapters.poll {
+        driver = driver.with_trigger(Arc::new(
+            PollTrigger::for_driver(&handle, *poll).map_err(|e| bad_config(&e))?,
+        ));
+    }
+    let hangup =
+        SignalTrigger::hangup_for_driver(&handle, &poll_config).map_err(|e| bad_config(&e))?;
+    driver = driver.with_trigger(Arc::new(hangup));
+
+    let admin = admin_router(
+        &adapters.admin,
+        handle.clone(),
+        metrics,
+        Some(Arc::new(adapters::SwitcherStats(switcher.clone()))),
+    )
+    .map_err(|e| bad_config(&e))?;
+    let listener = deployer_http::serve::bind(settings.admin.listen)
+        .await
+        .map_err(|e| unavailable("admin listener", &e))?;
+    tracing::info!(addr = %settings.admin.listen, "admin API listening");
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(deployer_http::serve(
+        listener,
+        admin,
+        async move {
+            let _ = admin_stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+
+    driver.run(signals::terminated()).await;
+
+    tracing::info!("deploys finished; stopping the admin API and proxies");
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    switcher.shutdown(Duration::from_secs(10)).await;
+    if let Some(etcd) = etcd {
+        etcd.close().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

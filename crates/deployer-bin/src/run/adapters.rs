@@ -1,0 +1,189 @@
+//! Settings to the adapters' own config structs, checked by their own validators at load
+//! time, so `config check` rejects everything `run` would.
+
+use std::sync::Arc;
+
+use deployer_etcd::{Consistency, EtcdConfig, TlsFiles};
+use deployer_http::config::{
+    AdminConfig, DockerHubCallbackConfig, EndpointConfig, PollConfig, SlackConfig, WebhookConfig,
+    WebhookNotifierConfig, validate_admin_exposure,
+};
+use deployer_http::hooks::Sender as HookSender;
+
+use crate::config::{ConfigError, ConfigErrors, CoordinatorSettings, Sender, Settings};
+
+/// Everything the adapters need, built from validated settings.
+#[derive(Debug, Clone)]
+pub struct AdapterConfigs {
+    pub webhooks: WebhookConfig,
+    pub admin: AdminConfig,
+    pub poll: Option<PollConfig>,
+    pub slack: Option<SlackConfig>,
+    pub webhook_notifier: Option<WebhookNotifierConfig>,
+    pub dockerhub_callback: Option<DockerHubCallbackConfig>,
+    pub etcd: Option<EtcdConfig>,
+}
+
+impl AdapterConfigs {
+    /// Builds and validates them; errors name `file` and the config key.
+    pub fn new(settings: &Settings, file: &str) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut check = |key: &str, result: Result<(), String>| {
+            if let Err(problem) = result {
+                errors.push(ConfigError {
+                    file: file.to_owned(),
+                    position: None,
+                    key: key.to_owned(),
+                    problem,
+                });
+            }
+        };
+        let mut webhooks = WebhookConfig {
+            path_prefix: settings.webhooks.path.clone(),
+            body_limit: settings.webhooks.body_limit,
+            ..WebhookConfig::default()
+        };
+        let mut callback = None;
+        for hook in &settings.webhooks.hooks {
+            let endpoint = webhooks.endpoint_mut(sender(hook.sender));
+            *endpoint = EndpointConfig {
+                secret: hook.secret.as_ref().map(|s| s.expose().to_owned().into()),
+                insecure: hook.insecure,
+                registry: hook.registry.clone(),
+            };
+            if hook.callback {
+                callback = Some(DockerHubCallbackConfig {
+                    enabled: true,
+                    ..DockerHubCallbackConfig::default()
+                });
+            }
+        }
+        check("webhooks", webhooks.validate().map_err(|e| e.to_string()));
+        let admin = AdminConfig {
+            token: settings
+                .admin
+                .token
+                .as_ref()
+                .map(|s| s.expose().to_owned().into()),
+            ..AdminConfig::default()
+        };
+        check("admin", admin.validate().map_err(|e| e.to_string()));
+        check(
+            "admin.listen",
+            validate_admin_exposure(settings.admin.listen, admin.token.as_ref())
+                .map_err(|e| e.to_string()),
+        );
+        let poll = settings.poll.enabled.then(|| PollConfig {
+            period: settings.poll.interval,
+            min_interval: settings.poll.min_interval,
+            at_startup: settings.poll.on_start,
+            ..PollConfig::default()
+        });
+        if let Some(poll) = &poll {
+            check("poll", poll.validate().map_err(|e| e.to_string()));
+        }
+        let slack = settings.notify.slack.as_ref().map(|s| SlackConfig {
+            username: s.username.clone(),
+            notify_started: s.notify_started,
+            ..SlackConfig::new(s.url.expose().to_owned())
+        });
+        if let Some(slack) = &slack {
+            check("notify.slack", slack.validate().map_err(|e| e.to_string()));
+        }
+        let webhook_notifier = settings
+            .notify
+            .webhook
+            .as_ref()
+            .map(|w| WebhookNotifierConfig {
+                secret: w.secret.as_ref().map(|s| s.expose().to_owned().into()),
+                ..WebhookNotifierConfig::new(w.url.expose().to_owned())
+            });
+        if let Some(w) = &webhook_notifier {
+            check("notify.webhook", w.validate().map_err(|e| e.to_string()));
+        }
+        if let Some(c) = &callback {
+            check(
+                "webhooks.dockerhub.callback",
+                c.validate().map_err(|e| e.to_string()),
+            );
+        }
+        let etcd = match &settings.coordinator {
+            CoordinatorSettings::Memory => None,
+            CoordinatorSettings::Etcd(e) => {
+                let mut config = EtcdConfig::new(e.nodes.clone())
+                    .with_prefix(e.prefix.clone())
+                    .with_node(settings.node.clone())
+                    .with_dial_timeout(e.dial_timeout)
+                    .with_retry_delay(
+                        e.retry_delay,
+                        e.retry_delay.max(std::time::Duration::from_secs(10)),
+                    )
+                    .with_lease_ttl(e.lease_ttl)
+                    .with_slots_per_service(e.rollout_slots)
+                    .with_history_kept(e.history)
+                    .with_consistency(if e.strong_consistency {
+                        Consistency::Linearizable
+                    } else {
+                        Consistency::Serializable
+                    });
+                if let (Some(user), Some(password)) = (&e.username, &e.password) {
+                    config = config.with_user(user.clone(), password.expose().to_owned());
+                }
+                if e.tls_ca.is_some() || e.tls_identity.is_some() {
+                    let mut tls = TlsFiles::default();
+                    tls.ca.clone_from(&e.tls_ca);
+                    if let Some((cert, key)) = &e.tls_identity {
+                        tls.cert = Some(cert.clone());
+                        tls.key = Some(key.clone());
+                    }
+                    config = config.with_tls(tls);
+                }
+                check("etcd", config.validate().map_err(|e| e.to_string()));
+                Some(config)
+            }
+        };
+        if errors.is_empty() {
+            Ok(Self {
+                webhooks,
+                admin,
+                poll,
+                slack,
+                webhook_notifier,
+                dockerhub_callback: callback,
+                etcd,
+            })
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+fn sender(sender: Sender) -> HookSender {
+    match sender {
+        Sender::DockerHub => HookSender::DockerHub,
+        Sender::Registry => HookSender::Registry,
+        Sender::GitHub => HookSender::GitHub,
+        Sender::Quay => HookSender::Quay,
+        Sender::Harbor => HookSender::Harbor,
+        Sender::Generic => HookSender::Generic,
+    }
+}
+
+/// The switcher's proxies, as the metrics endpoint reads them.
+pub struct SwitcherStats(pub Arc<deployer_docker::DockerSwitcher>);
+
+impl deployer_http::ProxyStats for SwitcherStats {
+    fn proxy_stats(&self) -> Vec<deployer_http::ProxyBackendStats> {
+        self.0
+            .proxy_stats()
+            .into_iter()
+            .map(|(service, b)| deployer_http::ProxyBackendStats {
+                service: service.to_string(),
+                backend: b.addr.to_string(),
+                requests: b.requests,
+                errors: b.errors,
+                active: b.active,
+            })
+            .collect()
+    }
+}
