@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks deployer-proxy against nginx, all on 127.0.0.1, in one run:
 #   (a) wrk -> nginx (static file)                      direct
-#   (b) wrk -> deployer-proxy -> nginx                  this crate
+#   (b) wrk -> deployer-proxy -> nginx                  this crate, workers = PROXY_THREADS
+#   (b') the same, served on a multi-threaded Tokio runtime (workers = 0)
 #   (c) wrk -> nginx reverse proxy (upstream keepalive) -> nginx
 # plus the proxy's RSS idle and under 1,000 connections, and errors seen by wrk while the
 # proxy switches 50 times between two nginx backends.
@@ -78,10 +79,12 @@ wait_for_port() {
     done
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 BACKEND_A=$(free_port)
 BACKEND_B=$(free_port)
 NGINX_PROXY=$(free_port)
 OUR_PROXY=$(free_port)
+OUR_PROXY_RT=$(free_port)
 
 mkdir -p "$work/www" "$work/tmp"
 head -c 256 /dev/zero | tr '\0' 'x' >"$work/www/index.html"
@@ -145,12 +148,17 @@ EOF
 pids+=($!)
 "$NGINX" -e "$work/nginx-proxy.err" -p "$work" -c "$work/nginx-proxy.conf" &
 pids+=($!)
+"$PROXY_BIN" --listen "127.0.0.1:$OUR_PROXY_RT" --backend "127.0.0.1:$BACKEND_A" \
+    --threads "$PROXY_THREADS" >"$work/proxy-rt.out" &
+pids+=($!)
 "$PROXY_BIN" --listen "127.0.0.1:$OUR_PROXY" --backend "127.0.0.1:$BACKEND_A" \
-    --alt "127.0.0.1:$BACKEND_B" --threads "$PROXY_THREADS" \
+    --alt "127.0.0.1:$BACKEND_B" --workers "$PROXY_THREADS" --threads 1 \
     --switches "$SWITCHES" --interval-ms "$SWITCH_INTERVAL_MS" >"$work/proxy.out" &
 proxy_pid=$!
 pids+=("$proxy_pid")
-for port in "$BACKEND_A" "$BACKEND_B" "$NGINX_PROXY" "$OUR_PROXY"; do wait_for_port "$port"; done
+for port in "$BACKEND_A" "$BACKEND_B" "$NGINX_PROXY" "$OUR_PROXY" "$OUR_PROXY_RT"; do
+    wait_for_port "$port"
+done
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$proxy_pid/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$proxy_pid/status"; }
@@ -183,10 +191,11 @@ run_wrk() { # label url round
 }
 
 # --- (a), (b), (c), interleaved so drift hits all three alike -----------------------------
-labels=(direct deployer-proxy nginx-proxy)
+labels=(direct deployer-proxy deployer-proxy-rt nginx-proxy)
 declare -A url=(
     [direct]="http://127.0.0.1:$BACKEND_A"
     [deployer-proxy]="http://127.0.0.1:$OUR_PROXY"
+    [deployer-proxy-rt]="http://127.0.0.1:$OUR_PROXY_RT"
     [nginx-proxy]="http://127.0.0.1:$NGINX_PROXY"
 )
 echo "throughput and latency: $REPEAT rounds x ${#labels[@]} targets x $DURATION" >&2
@@ -197,8 +206,26 @@ for round in $(seq 1 "$REPEAT"); do
     for label in "${labels[@]}"; do run_wrk "$label" "${url[$label]}" "$round"; done
 done
 
-# --- RSS under 1,000 connections ------------------------------------------------------------
-echo "RSS with $MANY_CONNS connections" >&2
+# --- RSS with 1,000 idle keep-alive connections (one request each, then held open) -----------
+echo "RSS with $MANY_CONNS held connections" >&2
+held=()
+for ((i = 0; i < MANY_CONNS; i++)); do
+    exec {fd}<>"/dev/tcp/127.0.0.1/$OUR_PROXY"
+    printf 'GET /index.html HTTP/1.1\r\nHost: bench\r\n\r\n' >&"$fd"
+    held+=("$fd")
+done
+for _ in $(seq 1 100); do # until every response waits unread in its client socket
+    answered=$(ss -Htn state established "dport = :$OUR_PROXY" | awk '$1 > 0' | wc -l)
+    ((answered >= MANY_CONNS)) && break
+    sleep 0.1
+done
+sleep 0.5
+held_open=$(ss -Htn state established "dport = :$OUR_PROXY" | wc -l)
+rss_held_kb=$(rss_kb)
+for fd in "${held[@]}"; do exec {fd}>&-; done
+
+# --- RSS under load from 1,000 connections ---------------------------------------------------
+echo "RSS with $MANY_CONNS busy connections" >&2
 many_out="$work/wrk-many.txt"
 wrk -t"$WRK_THREADS" -c"$MANY_CONNS" -d"$DURATION" --latency "${url[deployer-proxy]}/index.html" >"$many_out" &
 wrk_pid=$!
@@ -244,26 +271,32 @@ for label in "${labels[@]}"; do
 done
 thr_ratio=$(ratio "$m_rps_deployer_proxy" "$m_rps_nginx_proxy")
 p99_ratio=$(ratio "$m_p99_deployer_proxy" "$m_p99_nginx_proxy")
+thr_ratio_rt=$(ratio "$m_rps_deployer_proxy_rt" "$m_rps_nginx_proxy")
+p99_ratio_rt=$(ratio "$m_p99_deployer_proxy_rt" "$m_p99_nginx_proxy")
 
 cat <<EOF
 
-Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), nginx $("$NGINX" -v 2>&1 | cut -d/ -f2).
-Load: \`wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency\` on a ${DURATION} run per target, $REPEAT interleaved rounds, medians shown; 256-byte static file; proxy and nginx proxy with $PROXY_THREADS threads/workers, backend nginx with 1 worker.
+Machine: $(nproc) cores (load average before the run: $load_before), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), nginx $("$NGINX" -v 2>&1 | cut -d/ -f2).
+Load: \`wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency\` per target, $REPEAT interleaved rounds, medians shown; 256-byte static file; deployer-proxy with \`--workers $PROXY_THREADS\` (b) or on a $PROXY_THREADS-thread Tokio runtime (b'), nginx reverse proxy with $PROXY_THREADS workers, backend nginx with 1 worker.
 
 | target | requests/s | p50 | p99 | errors (non-2xx + socket) |
 |---|---|---|---|---|
 | (a) nginx direct | $m_rps_direct | $(ms "$m_p50_direct") | $(ms "$m_p99_direct") | ${errs[direct]} |
-| (b) deployer-proxy | $m_rps_deployer_proxy | $(ms "$m_p50_deployer_proxy") | $(ms "$m_p99_deployer_proxy") | ${errs[deployer-proxy]} |
+| (b) deployer-proxy, $PROXY_THREADS workers | $m_rps_deployer_proxy | $(ms "$m_p50_deployer_proxy") | $(ms "$m_p99_deployer_proxy") | ${errs[deployer-proxy]} |
+| (b') deployer-proxy on a $PROXY_THREADS-thread runtime | $m_rps_deployer_proxy_rt | $(ms "$m_p50_deployer_proxy_rt") | $(ms "$m_p99_deployer_proxy_rt") | ${errs[deployer-proxy-rt]} |
 | (c) nginx reverse proxy | $m_rps_nginx_proxy | $(ms "$m_p50_nginx_proxy") | $(ms "$m_p99_nginx_proxy") | ${errs[nginx-proxy]} |
 
-Per-round requests/s: direct [${rps[direct]% }], deployer-proxy [${rps[deployer-proxy]% }], nginx-proxy [${rps[nginx-proxy]% }].
+Per-round requests/s: direct [${rps[direct]% }], (b) [${rps[deployer-proxy]% }], (b') [${rps[deployer-proxy-rt]% }], nginx-proxy [${rps[nginx-proxy]% }].
 
 | goal | measured | result |
 |---|---|---|
-| throughput >= 90 % of nginx reverse proxy | $(awk -v r="$thr_ratio" 'BEGIN { printf "%.0f %%", r * 100 }') | $(verdict "$(awk -v r="$thr_ratio" 'BEGIN { print (r >= 0.9) }')") |
-| p99 <= 1.2x nginx reverse proxy | ${p99_ratio}x | $(verdict "$(awk -v r="$p99_ratio" 'BEGIN { print (r <= 1.2) }')") |
-| RSS < 20 MB with $MANY_CONNS connections | $(mb "$rss_many_kb") (max sampled VmRSS; VmHWM $(mb "$hwm_many_kb"); idle before load $(mb "$rss_idle_kb"), after $(mb "$rss_after_kb")) | $(verdict "$((rss_many_kb < 20480))") |
-| zero non-2xx and socket errors across $SWITCHES switches | $switch_requests requests, $switch_non2xx non-2xx, $switch_sockerr ($switch_summary) | $(verdict "$((switch_non2xx == 0 && switch_sockerr_sum == 0))") |
+| (b) throughput >= 90 % of nginx reverse proxy | $(awk -v r="$thr_ratio" 'BEGIN { printf "%.0f %%", r * 100 }') | $(verdict "$(awk -v r="$thr_ratio" 'BEGIN { print (r >= 0.9) }')") |
+| (b) p99 <= 1.2x nginx reverse proxy | ${p99_ratio}x | $(verdict "$(awk -v r="$p99_ratio" 'BEGIN { print (r <= 1.2) }')") |
+| (b') throughput >= 90 % of nginx reverse proxy | $(awk -v r="$thr_ratio_rt" 'BEGIN { printf "%.0f %%", r * 100 }') | $(verdict "$(awk -v r="$thr_ratio_rt" 'BEGIN { print (r >= 0.9) }')") |
+| (b') p99 <= 1.2x nginx reverse proxy | ${p99_ratio_rt}x | $(verdict "$(awk -v r="$p99_ratio_rt" 'BEGIN { print (r <= 1.2) }')") |
+| (b) RSS < 20 MB with $MANY_CONNS idle keep-alive connections | $(mb "$rss_held_kb") ($held_open connections open; idle before any load $(mb "$rss_idle_kb")) | $(verdict "$((rss_held_kb < 20480))") |
+| (b) RSS < 20 MB with $MANY_CONNS busy connections | $(mb "$rss_many_kb") (max sampled VmRSS while \`wrk -c$MANY_CONNS\` runs; VmHWM $(mb "$hwm_many_kb"); $(mb "$rss_after_kb") after) | $(verdict "$((rss_many_kb < 20480))") |
+| (b) zero non-2xx and socket errors across $SWITCHES switches | $switch_requests requests, $switch_non2xx non-2xx, $switch_sockerr ($switch_summary) | $(verdict "$((switch_non2xx == 0 && switch_sockerr_sum == 0))") |
 
 With $MANY_CONNS connections (\`wrk -t$WRK_THREADS -c$MANY_CONNS -d$DURATION\`): $many_rps requests/s, $many_errors errors.
 EOF

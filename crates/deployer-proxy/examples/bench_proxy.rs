@@ -2,8 +2,13 @@
 //!
 //! ```text
 //! bench_proxy --listen 127.0.0.1:8080 --backend 127.0.0.1:8001 [--alt 127.0.0.1:8002]
-//!             [--switches 50] [--interval-ms 150] [--threads 2] [--mode http|tcp]
+//!             [--switches 50] [--interval-ms 150] [--mode http|tcp] [--max-idle N]
+//!             [--workers N] [--threads N]
 //! ```
+//!
+//! `--workers N` serves on N dedicated proxy threads (`ProxyConfig::workers`); otherwise
+//! connections are served on this program's runtime, a multi-threaded one with
+//! `--threads` workers (default: one per core; 0 for a single-threaded runtime).
 //!
 //! Prints `listening ADDR` once bound. On SIGUSR1 it switches `--switches` times between
 //! `--backend` and `--alt` (one `replace_backends` every `--interval-ms`, each drain
@@ -26,6 +31,8 @@ struct Args {
     interval: Duration,
     threads: usize,
     mode: Mode,
+    max_idle: Option<usize>,
+    workers: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,6 +44,8 @@ fn parse_args() -> Result<Args, String> {
         interval: Duration::from_millis(150),
         threads: std::thread::available_parallelism().map_or(2, usize::from),
         mode: Mode::Http,
+        max_idle: None,
+        workers: 0,
     };
     let mut backend = None;
     let mut argv = std::env::args().skip(1);
@@ -52,6 +61,8 @@ fn parse_args() -> Result<Args, String> {
                 args.interval = Duration::from_millis(value.parse().map_err(|e| bad(&e))?);
             }
             "--threads" => args.threads = value.parse().map_err(|e| bad(&e))?,
+            "--workers" => args.workers = value.parse().map_err(|e| bad(&e))?,
+            "--max-idle" => args.max_idle = Some(value.parse().map_err(|e| bad(&e))?),
             "--mode" => {
                 args.mode = match value.as_str() {
                     "http" => Mode::Http,
@@ -87,6 +98,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ProxyConfig::http(args.listen).with_backends([args.backend]);
     config.mode = args.mode;
+    config.workers = args.workers;
+    if let Some(max_idle) = args.max_idle {
+        config.pool_max_idle_per_backend = max_idle;
+    }
     let proxy = Proxy::bind(config).await?;
     println!("listening {}", proxy.local_addr());
 

@@ -27,6 +27,15 @@ pub enum ProxyError {
         #[source]
         source: io::Error,
     },
+    /// Starting a dedicated worker thread (see `ProxyConfig::workers`) failed.
+    #[error("starting proxy worker {index} failed")]
+    StartWorker {
+        /// Which worker (0-based).
+        index: usize,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl ProxyError {

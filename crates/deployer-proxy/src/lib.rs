@@ -47,11 +47,14 @@ mod server;
 mod stats;
 mod tcp;
 mod upstream;
+mod worker;
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -76,16 +79,18 @@ pub struct Proxy {
 struct Handle {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    /// Stops the accept loop (a child of the graceful-shutdown token).
+    /// Stops the accept loops (a child of the graceful-shutdown token).
     stop_accepting: CancellationToken,
-    /// Taken by `shutdown` to wait until the listener is closed.
-    accept_loop: Mutex<Option<JoinHandle<()>>>,
+    /// One per listening socket; taken by `shutdown` to wait until they are closed.
+    accept_loops: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        // Nobody can steer the proxy any more: stop taking new work.
+        // Nobody can steer the proxy any more: stop taking new work, and let worker
+        // threads end once their connections are done.
         self.shared.graceful.cancel();
+        self.shared.tasks.close();
     }
 }
 
@@ -94,26 +99,45 @@ impl Proxy {
     /// accepting connections on the current Tokio runtime.
     pub async fn bind(config: ProxyConfig) -> Result<Proxy, ProxyError> {
         config.validate()?;
-        let bind_error = |source| ProxyError::Bind {
-            addr: config.listen,
-            source,
-        };
-        let listener = server::bind_listener(config.listen).map_err(bind_error)?;
-        let local_addr = listener.local_addr().map_err(bind_error)?;
         let shared = Arc::new(Shared::new(&config));
         let stop_accepting = shared.graceful.child_token();
-        let accept_loop = tokio::spawn(server::accept_loop(
-            Arc::clone(&shared),
-            listener,
-            stop_accepting.clone(),
-        ));
-        tracing::info!(%local_addr, mode = ?config.mode, backends = ?config.backends, "proxy listening");
+        let started = match bind_listeners(&config) {
+            Err(error) => Err(error),
+            // Serve on this runtime: one listener, one accept loop.
+            Ok((local_addr, listeners)) if config.workers == 0 => {
+                let accept_loops = listeners
+                    .into_iter()
+                    .map(|listener| {
+                        let shared = Arc::clone(&shared);
+                        tokio::spawn(server::accept_loop(
+                            shared,
+                            listener,
+                            stop_accepting.clone(),
+                        ))
+                    })
+                    .collect();
+                Ok((local_addr, accept_loops))
+            }
+            Ok((local_addr, listeners)) => start_workers(listeners, &shared, &stop_accepting)
+                .await
+                .map(|accept_loops| (local_addr, accept_loops)),
+        };
+        let (local_addr, accept_loops) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                // Let whatever did start (worker threads) wind down.
+                shared.hard.cancel();
+                shared.tasks.close();
+                return Err(error);
+            }
+        };
+        tracing::info!(%local_addr, mode = ?config.mode, workers = config.workers, backends = ?config.backends, "proxy listening");
         Ok(Proxy {
             inner: Arc::new(Handle {
                 shared,
                 local_addr,
                 stop_accepting,
-                accept_loop: Mutex::new(Some(accept_loop)),
+                accept_loops: Mutex::new(accept_loops),
             }),
         })
     }
@@ -164,17 +188,61 @@ impl Proxy {
     /// left. Affects every clone of the handle.
     pub async fn shutdown(self, grace: Duration) -> DrainReport {
         self.inner.stop_accepting.cancel();
-        let accept_loop = self
-            .inner
-            .accept_loop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(accept_loop) = accept_loop
-            && let Err(error) = accept_loop.await
-        {
-            tracing::error!(%error, "the accept loop failed");
+        let accept_loops = std::mem::take(
+            &mut *self
+                .inner
+                .accept_loops
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for accept_loop in accept_loops {
+            if let Err(error) = accept_loop.await {
+                tracing::error!(%error, "an accept loop failed");
+            }
         }
         server::shutdown(&self.inner.shared, grace).await
     }
+}
+
+/// Binds the listening socket, or with workers one socket per worker on the same port.
+fn bind_listeners(config: &ProxyConfig) -> Result<(SocketAddr, Vec<TcpListener>), ProxyError> {
+    let bind_error = |source| ProxyError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let shared_port = config.workers > 0;
+    // The first socket settles the port (the configured one may be 0); the others join it.
+    let first = server::bind_listener(config.listen, shared_port).map_err(bind_error)?;
+    let local_addr = first.local_addr().map_err(bind_error)?;
+    let mut listeners = vec![first];
+    for _ in 1..config.workers {
+        listeners.push(server::bind_listener(local_addr, true).map_err(bind_error)?);
+    }
+    Ok((local_addr, listeners))
+}
+
+/// Starts one dedicated worker thread per listener; returns their accept loops.
+async fn start_workers(
+    listeners: Vec<TcpListener>,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, ProxyError> {
+    let mut starting = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let start_error = |source| ProxyError::StartWorker { index, source };
+        // Moves the socket off this runtime's reactor so the worker's can own it.
+        let listener = listener.into_std().map_err(start_error)?;
+        let started = worker::start(index, Arc::clone(shared), listener, stop.clone())
+            .map_err(start_error)?;
+        starting.push(started);
+    }
+    let mut accept_loops = Vec::with_capacity(starting.len());
+    for (index, started) in starting.into_iter().enumerate() {
+        let accept_loop = started.await.map_err(|_| ProxyError::StartWorker {
+            index,
+            source: io::Error::other("the worker stopped before accepting"),
+        })?;
+        accept_loops.push(accept_loop);
+    }
+    Ok(accept_loops)
 }

@@ -66,7 +66,9 @@ impl Shared {
     }
 }
 
-pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds one listening socket; `shared_port` lets several sockets (one per worker) bind the
+/// same address, the kernel spreading connections among them.
+pub(crate) fn bind_listener(addr: SocketAddr, shared_port: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -74,6 +76,9 @@ pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     // A restarted proxy must be able to bind while old connections sit in TIME_WAIT.
     socket.set_reuseaddr(true)?;
+    if shared_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }

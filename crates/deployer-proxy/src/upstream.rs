@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::ProxyConfig;
 use crate::body::RequestBody;
+use crate::worker;
 
 /// How each backend's connections are made and kept.
 #[derive(Debug, Clone)]
@@ -33,6 +34,9 @@ pub(crate) struct UpstreamSettings {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
+    /// One idle list per worker thread, so a worker only reuses connections whose tasks
+    /// run on its own runtime (a single list when serving on the caller's runtime).
+    lists: usize,
     /// Where the idle-connection reapers run (captured at bind, because backends can be
     /// added from outside the runtime).
     runtime: Handle,
@@ -45,6 +49,7 @@ impl UpstreamSettings {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.pool_idle_timeout,
             max_idle: config.pool_max_idle_per_backend,
+            lists: config.workers.max(1),
             runtime: Handle::current(),
         }
     }
@@ -98,19 +103,25 @@ pub(crate) struct HttpUpstream {
     /// `Host` for requests that came without one (HTTP/1.0 clients).
     host: HeaderValue,
     connect_timeout: Duration,
-    idle: Arc<IdleList>,
+    /// Indexed by worker; see `UpstreamSettings::lists`.
+    idle: Box<[Arc<IdleList>]>,
 }
 
 impl HttpUpstream {
     pub(crate) fn new(addr: SocketAddr, settings: &UpstreamSettings) -> Self {
-        let idle = Arc::new(IdleList {
-            entries: Mutex::new(VecDeque::new()),
-            max: settings.max_idle,
-            timeout: settings.idle_timeout,
-        });
+        let idle: Box<[_]> = (0..settings.lists)
+            .map(|_| {
+                Arc::new(IdleList {
+                    entries: Mutex::new(VecDeque::new()),
+                    max: settings.max_idle,
+                    timeout: settings.idle_timeout,
+                })
+            })
+            .collect();
+        let weak = idle.iter().map(Arc::downgrade).collect();
         settings
             .runtime
-            .spawn(reap_idle(Arc::downgrade(&idle), settings.idle_timeout));
+            .spawn(reap_idle(weak, settings.idle_timeout));
         Self {
             addr,
             host: HeaderValue::from_str(&addr.to_string())
@@ -130,8 +141,9 @@ impl HttpUpstream {
         &self,
         mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        let idle = &self.idle[worker::current_index() % self.idle.len()];
         loop {
-            let (mut sender, reused) = match self.idle.checkout() {
+            let (mut sender, reused) = match idle.checkout() {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
@@ -145,7 +157,7 @@ impl HttpUpstream {
                 Ok(response) => {
                     let lease = Lease {
                         sender,
-                        idle: Arc::clone(&self.idle),
+                        idle: Arc::clone(idle),
                     };
                     return Ok((response, lease));
                 }
@@ -267,17 +279,21 @@ impl IdleList {
 }
 
 /// Closes connections idle for longer than `timeout` even when no request comes by to do
-/// it; ends once the backend (and so its idle list) is gone.
-async fn reap_idle(idle: Weak<IdleList>, timeout: Duration) {
+/// it; ends once the backend (and so its idle lists) is gone.
+async fn reap_idle(lists: Vec<Weak<IdleList>>, timeout: Duration) {
     let period = (timeout / 2).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(period).await;
-        let Some(idle) = idle.upgrade() else {
-            return;
-        };
         let now = Instant::now();
-        let mut entries = idle.lock();
-        idle.expire(&mut entries, now);
+        let mut any = false;
+        for idle in lists.iter().filter_map(Weak::upgrade) {
+            any = true;
+            let mut entries = idle.lock();
+            idle.expire(&mut entries, now);
+        }
+        if !any {
+            return;
+        }
     }
 }
 

@@ -2,15 +2,26 @@
 
 use std::time::Duration;
 
-use deployer_proxy::DrainReport;
+use deployer_proxy::{DrainReport, ProxyConfig};
 
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_a_hundred_times_under_load_fails_no_request() {
+    switch_a_hundred_times(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_a_hundred_times_on_worker_threads_fails_no_request() {
+    switch_a_hundred_times(2).await;
+}
+
+async fn switch_a_hundred_times(workers: usize) {
     let v1 = Backend::http("v1").await;
     let v2 = Backend::http("v2").await;
-    let proxy = http_proxy(&[&v1]).await;
+    let mut config = ProxyConfig::http(localhost()).with_backends([v1.addr]);
+    config.workers = workers;
+    let proxy = start_proxy(config).await;
     let history = History::new(&["v1"]);
     let traffic = Traffic::start(proxy.local_addr(), &history);
     traffic.advance().await;

@@ -11,3 +11,4 @@ mod round_robin;
 mod shutdown;
 mod support;
 mod tcp;
+mod workers;
