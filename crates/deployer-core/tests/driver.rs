@@ -507,3 +507,33 @@ async fn the_journal_is_written_before_the_candidate_starts_and_flipped_after_it
     assert!(start < promote);
     running.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_live_container_is_restarted_by_the_periodic_resync() {
+    let env = Env::new();
+    let running = env.start(vec![handover("web", "demo/app:latest")], 4);
+    env.publish("demo/app:latest", 1).await;
+    env.report("v1", is("web", Outcome::Succeeded)).await;
+    {
+        let mut world = env.switcher.world();
+        let key = (name("web"), id(1, 0));
+        let instance = world.instances.get_mut(&key).expect("the live container");
+        instance.running = false;
+        instance.serving = false;
+    }
+    let died = Instant::now();
+    until("the resync to bring it back", || {
+        env.switcher.world().serving(&name("web")) == vec![id(1, 0)]
+    })
+    .await;
+    assert!(
+        died.elapsed() <= Duration::from_secs(16),
+        "within one resync period: {:?}",
+        died.elapsed()
+    );
+    assert_eq!(
+        running.handle.service("web").unwrap().status.state.as_str(),
+        "idle"
+    );
+    running.stop().await;
+}

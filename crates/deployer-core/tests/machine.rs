@@ -430,3 +430,87 @@ fn probing_waits_the_interval_and_gives_up_at_the_deadline() {
             .contains("not healthy within 60s")
     );
 }
+
+#[test]
+fn a_resync_at_rest_is_quiet_when_nothing_drifted_and_repairs_when_something_did() {
+    let live = generation(1, 1);
+    let journal = JournalEntry {
+        live: Some(live.clone()),
+        next_generation: Generation(2),
+        rollout: None,
+    };
+    let serving = || Observed {
+        instances: vec![ObservedInstance {
+            id: id(1, 0),
+            image: image(),
+            digest: Some(digest(1)),
+            state: RunState::Running,
+            serving: true,
+        }],
+    };
+    let mut h = Harness::recovered(spec(handover()), serving(), Some(journal));
+    assert_eq!(h.machine().phase(), &Phase::Idle);
+    let before = h.ops.len();
+
+    h.input(Input::Resync);
+    assert_eq!(
+        h.machine().state(),
+        ServiceState::Idle,
+        "a resync does not show as recovering"
+    );
+    h.answer("admit", OpResult::Admitted);
+    h.answer("observe", OpResult::Observed(Ok((serving(), None))));
+    assert_eq!(h.machine().phase(), &Phase::Idle);
+    assert_eq!(h.ops.len(), before + 2, "only admit and observe");
+
+    // The live container came back on another port: the proxy no longer has it.
+    h.input(Input::Resync);
+    h.answer("admit", OpResult::Admitted);
+    h.answer(
+        "observe",
+        OpResult::Observed(Ok((observed(&[(1, 0, 1, true)]), None))),
+    );
+    assert_eq!(h.machine().state(), ServiceState::Recovering);
+    h.succeed_all();
+    assert!(
+        h.ops.ends_with(&[
+            Op::Probe(id(1, 0)),
+            Op::Promote(id(1, 0)),
+            Op::Journal(JournalEntry {
+                live: Some(live),
+                next_generation: Generation(2),
+                rollout: None,
+            })
+        ]),
+        "{:?}",
+        &h.ops[before..]
+    );
+    assert_eq!(h.machine().phase(), &Phase::Idle);
+}
+
+#[test]
+fn a_resync_keeps_a_halted_service_halted() {
+    let mut h = Harness::recovered(spec(handover()), observed(&[]), None);
+    h.input(Input::Desired(target(1, 1)));
+    h.answer("admit", OpResult::Admitted);
+    h.answer("fetch", OpResult::Fetched(Ok(())));
+    let halt = Halt {
+        node: "node-b".into(),
+        reason: "unhealthy".into(),
+        at: Timestamp::from_millis(0),
+    };
+    h.answer(
+        "acquire_slot",
+        OpResult::Slot(Ok(SlotOutcome::Halted(halt))),
+    );
+    assert_eq!(h.machine().state(), ServiceState::Halted);
+    h.input(Input::Resync);
+    assert_eq!(h.machine().state(), ServiceState::Halted);
+    h.answer("admit", OpResult::Admitted);
+    h.answer("observe", OpResult::Observed(Ok((observed(&[]), None))));
+    assert!(
+        matches!(h.machine().phase(), Phase::Halted { .. }),
+        "{:?}",
+        h.machine().phase()
+    );
+}

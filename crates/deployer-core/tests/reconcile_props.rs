@@ -43,6 +43,10 @@ enum Step {
     Restart,
     /// Make the next call of a step fail.
     Fail(&'static str),
+    /// The driver's periodic look at what runs.
+    Resync,
+    /// A live container dies on its own (and the proxy loses it).
+    ContainerDies,
 }
 
 /// Steps whose next call can be made to fail.
@@ -66,6 +70,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (1u64..30).prop_map(Step::Advance),
         1 => any::<bool>().prop_map(|side_effect| Step::Crash { side_effect }),
         1 => Just(Step::Restart),
+        1 => Just(Step::Resync),
+        1 => Just(Step::ContainerDies),
     ]
 }
 
@@ -115,8 +121,11 @@ struct Sim {
     violations: Vec<String>,
     /// Generations whose target was superseded before any of their containers took traffic.
     superseded: HashSet<Generation>,
+    /// Generations that have taken traffic at some point (a rollout that did, finishes).
+    served: HashSet<Generation>,
     /// Failures injected so far, and those still pending for fetch and journal writes.
     injected: u32,
+    disturbed: bool,
     fail_fetch: bool,
     fail_journal: bool,
 }
@@ -144,7 +153,9 @@ impl Sim {
             reports: Vec::new(),
             violations: Vec::new(),
             superseded: HashSet::new(),
+            served: HashSet::new(),
             injected: 0,
+            disturbed: false,
             fail_fetch: false,
             fail_journal: false,
         };
@@ -201,11 +212,7 @@ impl Sim {
         // A rollout of another build that has not taken traffic yet is superseded by this one.
         if let Some(rollout) = self.journal.as_ref().and_then(|j| j.rollout.clone())
             && rollout.digest != Some(digest(n))
-            && !self
-                .world
-                .instances
-                .iter()
-                .any(|((_, id), i)| id.generation == rollout.id && i.serving)
+            && !self.served.contains(&rollout.id)
         {
             self.superseded.insert(rollout.id);
         }
@@ -257,7 +264,13 @@ impl Sim {
                 OpResult::Started(w.start(&name, spec).map(|_| ()))
             }
             Op::Probe(id) => OpResult::Probed(w.probe(&name, *id)),
-            Op::Promote(id) => OpResult::Promoted(w.promote(&name, *id).map(|_| ())),
+            Op::Promote(id) => {
+                let promoted = w.promote(&name, *id).map(|_| ());
+                if promoted.is_ok() {
+                    self.served.insert(id.generation);
+                }
+                OpResult::Promoted(promoted)
+            }
             Op::Retire(id) => {
                 self.check_retire(*id);
                 OpResult::Retired(self.world.retire(&name, *id).map(|_| 0))
@@ -285,11 +298,7 @@ impl Sim {
             .as_ref()
             .and_then(|j| j.live.as_ref())
             .map(|g| g.id);
-        let serves_already = self
-            .world
-            .instances
-            .iter()
-            .any(|((_, other), i)| other.generation == id.generation && i.serving);
+        let serves_already = self.served.contains(&id.generation);
         if self.superseded.contains(&id.generation)
             && live != Some(id.generation)
             && !serves_already
@@ -338,6 +347,16 @@ impl Sim {
         }
         self.machine = None;
         self.boot();
+    }
+
+    /// Stops the first running container, as if it crashed. A candidate that dies while it
+    /// is probed is rightly given up on, so this counts as a disturbance for liveness.
+    fn kill_one(&mut self) {
+        if let Some(instance) = self.world.instances.values_mut().find(|i| i.running) {
+            instance.running = false;
+            instance.serving = false;
+            self.disturbed = true;
+        }
     }
 
     fn fail(&mut self, op: &'static str) {
@@ -429,14 +448,23 @@ fn run(spec: ServiceSpec, steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Crash { side_effect } => sim.crash(side_effect),
             Step::Restart => sim.restart(),
             Step::Fail(op) => sim.fail(op),
+            Step::Resync => sim.feed(Input::Resync),
+            Step::ContainerDies => sim.kill_one(),
         }
         prop_assert!(sim.violations.is_empty(), "{:?}", sim.violations);
     }
     sim.settle();
+    // A container may have died at rest; the periodic resync repairs it.
+    sim.feed(Input::Resync);
+    sim.settle();
     sim.check_converged();
     prop_assert!(sim.violations.is_empty(), "{:?}", sim.violations);
     // Liveness: a good newest target ends up live (an injected failure may rightly halt it).
-    if let Some(target) = sim.desired.as_ref().filter(|_| sim.injected == 0) {
+    if let Some(target) = sim
+        .desired
+        .as_ref()
+        .filter(|_| sim.injected == 0 && !sim.disturbed)
+    {
         // A slow build may miss its probe deadline when time jumps, so only the fast ones count.
         let good = GOOD.iter().any(|n| digest(*n) == target.digest);
         let broken = [digest(UNHEALTHY), digest(EXITS)].contains(&target.digest);

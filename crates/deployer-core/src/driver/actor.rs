@@ -51,6 +51,7 @@ pub(crate) async fn run(
     spec: Arc<ServiceSpec>,
     mut desired: watch::Receiver<Option<Target>>,
     mut shutdown: Shutdown,
+    resync: Option<std::time::Duration>,
 ) {
     let span = tracing::info_span!("service", service = %spec.name(), image = %spec.image());
     async move {
@@ -66,6 +67,11 @@ pub(crate) async fn run(
         actor.apply(effects);
         let mut told_to_stop = false;
         let mut desired_open = true;
+        let mut resync = resync.map(|every| {
+            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
         while !machine.is_stopped() {
             let input = tokio::select! {
                 biased;
@@ -85,6 +91,7 @@ pub(crate) async fn run(
                     actor.timer = None;
                     Input::Tick
                 }
+                () = tick(&mut resync), if resync.is_some() => Input::Resync,
                 changed = desired.changed(), if desired_open => {
                     if changed.is_err() {
                         desired_open = false;
@@ -106,6 +113,15 @@ pub(crate) async fn run(
     }
     .instrument(span)
     .await;
+}
+
+async fn tick(resync: &mut Option<tokio::time::Interval>) {
+    match resync {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

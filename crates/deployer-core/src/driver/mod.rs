@@ -100,6 +100,10 @@ pub struct DriverConfig {
     pub notify_queue: usize,
     /// Retry policy when the coordinator cannot be read.
     pub coordinator_retry: Backoff,
+    /// How often services behind deployer's proxy are looked at again at rest, to repair
+    /// drift (a live container restarted on another port, or dead); `None` turns it off.
+    /// Services without a proxy leave that to Docker's restart policies.
+    pub resync: Option<Duration>,
 }
 
 impl DriverConfig {
@@ -117,6 +121,7 @@ impl DriverConfig {
                 u32::MAX,
             )
             .unwrap_or_default(),
+            resync: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -234,7 +239,17 @@ impl Driver {
         let mut routes: Vec<(Arc<ServiceSpec>, watch::Sender<Option<Target>>)> = Vec::new();
         for spec in self.specs.values() {
             let (tx, rx) = watch::channel(None);
-            actors.spawn(actor::run(shared.clone(), spec.clone(), rx, stop.clone()));
+            let resync = self
+                .config
+                .resync
+                .filter(|_| spec.strategy().handover().is_some());
+            actors.spawn(actor::run(
+                shared.clone(),
+                spec.clone(),
+                rx,
+                stop.clone(),
+                resync,
+            ));
             routes.push((spec.clone(), tx));
         }
 

@@ -152,6 +152,10 @@ pub enum Input {
     Desired(Target),
     /// A time asked for with [`Effect::WakeAt`] has come.
     Tick,
+    /// Look again at what runs and repair drift (a live container that died, or that its
+    /// restart policy brought back on another port). Only acts at rest; quiet when nothing
+    /// drifted.
+    Resync,
     /// Stop: finish or undo what is under way, then stop.
     Shutdown,
     /// An operation finished.

@@ -173,6 +173,8 @@ pub struct Machine {
     given_up: Option<(Digest, Revision)>,
     /// Shutdown asked for.
     stopping: bool,
+    /// The phase a quiet resync interrupted, shown meanwhile and restored if nothing drifted.
+    resync: Option<Phase>,
     /// A container could not be retired or removed; a recovery pass must clean it up.
     dirty: Option<String>,
     /// The deploy under way.
@@ -203,6 +205,7 @@ impl Machine {
             attempts: 0,
             given_up: None,
             stopping: false,
+            resync: None,
             dirty: None,
             run: None,
             wake: None,
@@ -220,6 +223,7 @@ impl Machine {
         match input {
             Input::Desired(target) => self.on_desired(now, target, &mut fx),
             Input::Tick => self.on_tick(now, &mut fx),
+            Input::Resync => self.on_resync(&mut fx),
             Input::Shutdown => self.on_shutdown(now, &mut fx),
             Input::Done { id, result } => {
                 if self.inflight.map(|(i, _)| i) == Some(id) {
@@ -254,7 +258,11 @@ impl Machine {
 
     /// The state shown to people.
     pub fn state(&self) -> ServiceState {
-        match &self.phase {
+        let phase = match (&self.resync, &self.phase) {
+            (Some(saved), Phase::Admitting(Purpose::Recover) | Phase::Observing(None)) => saved,
+            (_, phase) => phase,
+        };
+        match phase {
             Phase::Admitting(Purpose::Recover) | Phase::Observing(None) => ServiceState::Recovering,
             Phase::Admitting(Purpose::Deploy) => ServiceState::Queued,
             Phase::Fetching(_) => ServiceState::Fetching,
@@ -264,6 +272,9 @@ impl Machine {
                 PlanKind::Recover => ServiceState::Recovering,
                 PlanKind::Rollback { .. } | PlanKind::Abort { .. } => ServiceState::RollingBack,
                 PlanKind::Rollout { .. } => match plan.actions.front() {
+                    Some(Action::Journal(entry)) if entry.rollout.is_some() => {
+                        ServiceState::Starting
+                    }
                     Some(Action::Start(_)) => ServiceState::Starting,
                     Some(Action::Probe(_)) => ServiceState::Probing,
                     Some(Action::Promote(_)) => ServiceState::Promoting,
@@ -342,6 +353,15 @@ impl Machine {
             }
             _ => {}
         }
+    }
+
+    fn on_resync(&mut self, fx: &mut Vec<Effect>) {
+        let at_rest = matches!(self.phase, Phase::Idle | Phase::Halted { .. });
+        if !at_rest || !self.booted || self.stopping || self.inflight.is_some() {
+            return;
+        }
+        self.resync = Some(self.phase.clone());
+        self.admit(Purpose::Recover, fx);
     }
 
     fn on_shutdown(&mut self, now: Instant, fx: &mut Vec<Effect>) {
@@ -512,9 +532,14 @@ impl Machine {
             // A plan of only the journal write means everything already is as journaled.
             if actions.iter().all(|a| matches!(a, Action::Journal(_))) {
                 self.attempts = 0;
+                let saved = self.resync.take();
                 self.rest(fx);
+                if let Some(saved) = saved {
+                    self.phase = saved;
+                }
                 return self.check_desired(fx);
             }
+            self.resync = None;
             return self.execute(now, PlanKind::Recover, actions, fx);
         };
         // The target may have moved on while we fetched and waited: only roll out what was
@@ -1000,6 +1025,7 @@ impl Machine {
         reason: String,
         fx: &mut Vec<Effect>,
     ) {
+        self.resync = None;
         self.end_busy(fx);
         if self.stopping {
             return self.stop(fx);
@@ -1057,12 +1083,14 @@ impl Machine {
     }
 
     fn rest(&mut self, fx: &mut Vec<Effect>) {
+        self.resync = None;
         self.end_busy(fx);
         self.run = None;
         self.phase = Phase::Idle;
     }
 
     fn stop(&mut self, fx: &mut Vec<Effect>) {
+        self.resync = None;
         self.end_busy(fx);
         self.run = None;
         self.wake = None;

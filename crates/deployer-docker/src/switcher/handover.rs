@@ -219,11 +219,17 @@ pub(super) async fn promote(
             source: Some(Box::new(e)),
         })?
         .ok_or_else(|| failed("promote", service, id, "no proxy"))?;
-    switcher.record_backend(service.name(), id, Some(addr));
+    let previous = switcher.record_backend(service.name(), id, Some(addr));
     let outcome = match proxy.add_backend(addr) {
         deployer_proxy::AddOutcome::Added => Promoted::Switched,
         _ => Promoted::AlreadyServing,
     };
+    // A container restarted by its restart policy comes back on a new ephemeral port: its old
+    // address must leave the proxy, or requests would keep going to a dead port.
+    if let Some(stale) = previous.filter(|p| *p != addr) {
+        tracing::info!(service = %service.name(), instance = %id, backend = %stale, "removing a stale backend");
+        drop(proxy.remove_backend(stale));
+    }
     tracing::info!(service = %service.name(), instance = %id, backend = %addr, "serving");
     Ok(outcome)
 }
