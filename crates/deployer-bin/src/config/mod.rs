@@ -69,7 +69,7 @@ pub fn parse(
     })?;
     let overridden = overrides.apply(&mut raw);
     let hostname = hostname();
-    validate::validate(raw, env, &hostname).map_err(|problems| {
+    validate::validate(&raw, env, &hostname).map_err(|problems| {
         ConfigErrors(
             problems
                 .into_iter()

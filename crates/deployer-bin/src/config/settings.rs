@@ -126,8 +126,8 @@ pub struct DockerSettings {
 pub enum CoordinatorSettings {
     /// In memory.
     Memory,
-    /// etcd.
-    Etcd(EtcdSettings),
+    /// etcd (boxed: much larger than the in-memory variant).
+    Etcd(Box<EtcdSettings>),
 }
 
 /// etcd connection and behaviour.

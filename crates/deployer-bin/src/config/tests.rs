@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use deployer_core::service::{Probe, Strategy};
 
+use super::secret::Secret;
 use super::*;
 
 fn env(vars: &[(&str, &str)]) -> MapEnv {

@@ -28,7 +28,7 @@ pub const DEFAULT_JOURNAL: &str = "/var/lib/deployer/journal.redb";
 pub(crate) type Problems = Vec<(String, String)>;
 
 pub(crate) fn validate(
-    raw: RawConfig,
+    raw: &RawConfig,
     env: &dyn EnvSource,
     hostname: &str,
 ) -> Result<Settings, Problems> {
@@ -76,7 +76,7 @@ impl Validator<'_> {
         }
     }
 
-    fn settings(&mut self, raw: RawConfig, hostname: &str) -> Settings {
+    fn settings(&mut self, raw: &RawConfig, hostname: &str) -> Settings {
         let node = raw.node.clone().unwrap_or_else(|| hostname.to_owned());
         if node.is_empty()
             || !node
@@ -92,7 +92,7 @@ impl Validator<'_> {
         if max_parallel == 0 {
             self.problem("max_parallel", "must be at least 1");
         }
-        let webhooks = self.webhooks(&raw);
+        let webhooks = self.webhooks(raw);
         let admin = AdminSettings {
             listen: raw
                 .admin
@@ -135,7 +135,7 @@ impl Validator<'_> {
                 "must be at least 1: the previous image is what a rollback needs",
             );
         }
-        let coordinator = self.coordinator(&raw);
+        let coordinator = self.coordinator(raw);
         let poll = PollSettings {
             enabled: raw.poll.enabled.unwrap_or(true),
             interval: raw.poll.interval.unwrap_or(Duration::from_secs(24 * 3600)),
@@ -154,9 +154,9 @@ impl Validator<'_> {
                 "must be at least 1m: registries rate-limit tag lookups",
             );
         }
-        let notify = self.notify(&raw);
-        let services = self.services(&raw, docker.registry.as_deref());
-        self.port_clashes(&raw, &webhooks, &admin);
+        let notify = self.notify(raw);
+        let services = self.services(raw, docker.registry.as_deref());
+        self.port_clashes(raw, &webhooks, &admin);
         Settings {
             node,
             max_parallel,
@@ -310,7 +310,7 @@ impl Validator<'_> {
                 "give both username and password, or neither",
             );
         }
-        CoordinatorSettings::Etcd(EtcdSettings {
+        CoordinatorSettings::Etcd(Box::new(EtcdSettings {
             nodes: etcd.nodes.clone(),
             prefix,
             dial_timeout: etcd.dial_timeout.unwrap_or(Duration::from_secs(5)),
@@ -323,7 +323,7 @@ impl Validator<'_> {
             password: self.secret("etcd.password", etcd.password.as_ref()),
             tls_ca: ca,
             tls_identity: cert.zip(key),
-        })
+        }))
     }
 
     fn notify(&mut self, raw: &RawConfig) -> NotifySettings {
