@@ -190,6 +190,32 @@ run_wrk() { # label url round
     echo "  $1 round $3: $(awk '/^Requests\/sec:/ { print $2 }' "$out") req/s" >&2
 }
 
+# --- RSS with 1,000 idle keep-alive connections, on the fresh proxy (one request each) ------
+# hold_connections MODE: "one-by-one" waits for each response before opening the next
+# connection (the proxy needs one backend connection); "burst" sends all requests without
+# waiting (the proxy opens as many backend connections as requests overlap).
+hold_connections() {
+    local held=() fd status answered
+    for ((i = 0; i < MANY_CONNS; i++)); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$OUR_PROXY"
+        printf 'GET /index.html HTTP/1.1\r\nHost: bench\r\n\r\n' >&"$fd"
+        [[ $1 == one-by-one ]] && read -r -t 5 -u "$fd" status
+        held+=("$fd")
+    done
+    for _ in $(seq 1 100); do # until every response waits in its client socket
+        answered=$(ss -Htn state established "dport = :$OUR_PROXY" | awk '$1 > 0' | wc -l)
+        ((answered >= MANY_CONNS)) && break
+        sleep 0.1
+    done
+    sleep 0.5
+    echo "$(rss_kb) $(ss -Htn state established "dport = :$OUR_PROXY" | wc -l) $(ls "/proc/$proxy_pid/fd" | wc -l)"
+    for fd in "${held[@]}"; do exec {fd}>&-; done
+}
+echo "RSS with $MANY_CONNS held connections" >&2
+read -r rss_held_kb held_open held_fds <<<"$(hold_connections one-by-one)"
+sleep 1
+read -r rss_burst_kb burst_open burst_fds <<<"$(hold_connections burst)"
+
 # --- (a), (b), (c), interleaved so drift hits all three alike -----------------------------
 labels=(direct deployer-proxy deployer-proxy-rt nginx-proxy)
 declare -A url=(
@@ -205,24 +231,6 @@ done
 for round in $(seq 1 "$REPEAT"); do
     for label in "${labels[@]}"; do run_wrk "$label" "${url[$label]}" "$round"; done
 done
-
-# --- RSS with 1,000 idle keep-alive connections (one request each, then held open) -----------
-echo "RSS with $MANY_CONNS held connections" >&2
-held=()
-for ((i = 0; i < MANY_CONNS; i++)); do
-    exec {fd}<>"/dev/tcp/127.0.0.1/$OUR_PROXY"
-    printf 'GET /index.html HTTP/1.1\r\nHost: bench\r\n\r\n' >&"$fd"
-    held+=("$fd")
-done
-for _ in $(seq 1 100); do # until every response waits unread in its client socket
-    answered=$(ss -Htn state established "dport = :$OUR_PROXY" | awk '$1 > 0' | wc -l)
-    ((answered >= MANY_CONNS)) && break
-    sleep 0.1
-done
-sleep 0.5
-held_open=$(ss -Htn state established "dport = :$OUR_PROXY" | wc -l)
-rss_held_kb=$(rss_kb)
-for fd in "${held[@]}"; do exec {fd}>&-; done
 
 # --- RSS under load from 1,000 connections ---------------------------------------------------
 echo "RSS with $MANY_CONNS busy connections" >&2
@@ -294,8 +302,9 @@ Per-round requests/s: direct [${rps[direct]% }], (b) [${rps[deployer-proxy]% }],
 | (b) p99 <= 1.2x nginx reverse proxy | ${p99_ratio}x | $(verdict "$(awk -v r="$p99_ratio" 'BEGIN { print (r <= 1.2) }')") |
 | (b') throughput >= 90 % of nginx reverse proxy | $(awk -v r="$thr_ratio_rt" 'BEGIN { printf "%.0f %%", r * 100 }') | $(verdict "$(awk -v r="$thr_ratio_rt" 'BEGIN { print (r >= 0.9) }')") |
 | (b') p99 <= 1.2x nginx reverse proxy | ${p99_ratio_rt}x | $(verdict "$(awk -v r="$p99_ratio_rt" 'BEGIN { print (r <= 1.2) }')") |
-| (b) RSS < 20 MB with $MANY_CONNS idle keep-alive connections | $(mb "$rss_held_kb") ($held_open connections open; idle before any load $(mb "$rss_idle_kb")) | $(verdict "$((rss_held_kb < 20480))") |
-| (b) RSS < 20 MB with $MANY_CONNS busy connections | $(mb "$rss_many_kb") (max sampled VmRSS while \`wrk -c$MANY_CONNS\` runs; VmHWM $(mb "$hwm_many_kb"); $(mb "$rss_after_kb") after) | $(verdict "$((rss_many_kb < 20480))") |
+| (b) RSS < 20 MB with $MANY_CONNS idle keep-alive connections, opened one by one | $(mb "$rss_held_kb") ($held_open client connections, $held_fds proxy fds; $(mb "$rss_idle_kb") before any load) | $(verdict "$((rss_held_kb < 20480))") |
+| (b) RSS < 20 MB with $MANY_CONNS idle keep-alive connections, opened in a burst | $(mb "$rss_burst_kb") ($burst_open client connections, $burst_fds proxy fds) | $(verdict "$((rss_burst_kb < 20480))") |
+| (b) RSS < 20 MB with $MANY_CONNS busy connections | $(mb "$rss_many_kb") (max sampled VmRSS while \`wrk -c$MANY_CONNS\` runs, after the throughput runs; VmHWM $(mb "$hwm_many_kb"); $(mb "$rss_after_kb") after) | $(verdict "$((rss_many_kb < 20480))") |
 | (b) zero non-2xx and socket errors across $SWITCHES switches | $switch_requests requests, $switch_non2xx non-2xx, $switch_sockerr ($switch_summary) | $(verdict "$((switch_non2xx == 0 && switch_sockerr_sum == 0))") |
 
 With $MANY_CONNS connections (\`wrk -t$WRK_THREADS -c$MANY_CONNS -d$DURATION\`): $many_rps requests/s, $many_errors errors.

@@ -116,7 +116,12 @@ async fn forward(
         shared.http.trust_forwarded,
     );
 
-    let sent = tokio::time::timeout(shared.http.response_timeout, upstream.send(outgoing));
+    // Boxed: hyper keeps room for this whole future in every connection, idle or not, so
+    // the bulky part is allocated only while a request is in flight.
+    let sent = tokio::time::timeout(
+        shared.http.response_timeout,
+        Box::pin(upstream.send(outgoing)),
+    );
     let result = tokio::select! {
         biased;
         () = guard.tracker().cut_requested() => {
