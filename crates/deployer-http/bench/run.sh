@@ -98,7 +98,7 @@ done
 run "deployer-http (registry endpoint)" "${pids[-1]}" "http://$addr/hooks/registry"
 kill -INT "${pids[-1]}"
 wait "${pids[-1]}" 2>/dev/null || true
-tail -1 "$work/deployer.log" >&2
+events=$(grep '^queued' "$work/deployer.log" || echo "no summary")
 
 cat >"$work/hooks.json" <<JSON
 [{"id": "registry", "execute-command": "/bin/true", "response-message": "ok",
@@ -111,4 +111,5 @@ pids+=($!)
 wait_port "$port"
 run "adnanh/webhook $(webhook -version | awk '{print $3}') running true" "${pids[-1]}" "http://127.0.0.1:$port/hooks/registry"
 echo
+echo "deployer-http events: $events"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
