@@ -11,6 +11,8 @@
 //! - lets work already running on a removed backend finish, bounded by a deadline given to
 //!   [`Drain::wait`], then cuts what is left and reports it;
 //! - keeps per-backend counters ([`Proxy::stats`]) and proxy-wide ones ([`Proxy::totals`]).
+//! - serves on the caller's Tokio runtime, or on dedicated single-threaded workers
+//!   ([`ProxyConfig::workers`]) for the best throughput and tail latency.
 //!
 //! The entry point is [`Proxy::bind`]. It depends on no other deployer crate.
 //!
