@@ -108,6 +108,13 @@ struct RecentDeliveries {
 }
 
 impl RecentDeliveries {
+    /// Forgets `key` (an event that was refused after all).
+    fn remove(&mut self, key: &(String, String)) {
+        if self.seen.remove(key) {
+            self.order.retain(|k| k != key);
+        }
+    }
+
     /// Records `key`; false if it was already there.
     fn insert(&mut self, key: (String, String)) -> bool {
         if !self.seen.insert(key.clone()) {
@@ -174,34 +181,40 @@ impl EventSink {
             tracing::debug!(image = %event.image, source = %event.source, "ignored event for untracked image");
             return Ok(Submission::Ignored);
         }
-        if let Some(id) = &event.delivery_id {
-            let key = (event.source.as_str().to_owned(), id.clone());
-            let fresh = self
-                .inner
-                .recent
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(key);
-            if !fresh {
-                IngestStats::bump(&stats.duplicates);
-                tracing::debug!(delivery = %id, "dropped redelivery");
-                return Ok(Submission::Duplicate);
-            }
+        // The delivery id is remembered before the event is queued (so two concurrent copies
+        // cannot both get through) and forgotten again if the queue refuses the event: the
+        // sender's redelivery after a 503 must not be taken for a duplicate.
+        let key = event
+            .delivery_id
+            .as_ref()
+            .map(|id| (event.source.as_str().to_owned(), id.clone()));
+        if let Some(key) = &key
+            && !self.recent().insert(key.clone())
+        {
+            IngestStats::bump(&stats.duplicates);
+            tracing::debug!(delivery = %key.1, "dropped redelivery");
+            return Ok(Submission::Duplicate);
         }
-        match self.inner.queue.try_send(event) {
+        let refused = match self.inner.queue.try_send(event) {
             Ok(()) => {
                 IngestStats::bump(&stats.queued);
-                Ok(Submission::Queued)
+                return Ok(Submission::Queued);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                IngestStats::bump(&stats.rejected);
-                Err(SubmitError::Busy)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                IngestStats::bump(&stats.rejected);
-                Err(SubmitError::Closed)
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => SubmitError::Busy,
+            Err(mpsc::error::TrySendError::Closed(_)) => SubmitError::Closed,
+        };
+        IngestStats::bump(&stats.rejected);
+        if let Some(key) = &key {
+            self.recent().remove(key);
         }
+        Err(refused)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentDeliveries> {
+        self.inner
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counters of what happened to events.
@@ -329,6 +342,21 @@ mod tests {
             ),
             (2, 1, 1, 1)
         );
+    }
+
+    #[test]
+    fn a_refused_delivery_is_not_a_duplicate_when_redelivered() {
+        let (sink, mut rx) = EventSink::new(["demo/app:latest".parse().unwrap()], 1);
+        let submit = |id| sink.submit(event("demo/app", Some(id)));
+        assert_eq!(submit("d1"), Ok(Submission::Queued));
+        assert_eq!(submit("d2"), Err(SubmitError::Busy));
+        rx.try_recv().expect("the first event");
+        assert_eq!(
+            submit("d2"),
+            Ok(Submission::Queued),
+            "the redelivery after a 503"
+        );
+        assert_eq!(submit("d2"), Ok(Submission::Duplicate));
     }
 
     #[test]

@@ -23,7 +23,6 @@ mod github;
 mod harbor;
 mod json;
 mod quay;
-mod redelivery;
 mod registry;
 mod time;
 
@@ -50,7 +49,6 @@ use crate::body::{media_type, read_body, unsupported_media_type};
 use crate::config::{ConfigError, WebhookConfig};
 use crate::metrics::{Metrics, WebhookResult};
 use crate::secret::Secret;
-use redelivery::Redeliveries;
 
 /// GitHub's event name header.
 const GITHUB_EVENT: &str = "x-github-event";
@@ -138,7 +136,6 @@ struct Hooks {
     body_limit: usize,
     body_timeout: Duration,
     retry_after: Duration,
-    redeliveries: Redeliveries,
 }
 
 /// The router serving every webhook endpoint under `config.path_prefix`.
@@ -166,7 +163,6 @@ pub fn webhook_router(
         body_limit: config.body_limit,
         body_timeout: config.body_timeout,
         retry_after: config.retry_after,
-        redeliveries: Redeliveries::default(),
     });
     let mut router = Router::new();
     for sender in Sender::ALL {
@@ -319,7 +315,7 @@ impl Hooks {
                 event.image.to_string(),
                 event.digest.as_ref().map(ToString::to_string),
             );
-            match self.redeliveries.submit(&self.sink, event) {
+            match self.sink.submit(event) {
                 Ok(result) => {
                     if result == Submission::Queued {
                         tracing::info!(source = %endpoint.source, %image, digest = ?digest, "webhook queued a build");
