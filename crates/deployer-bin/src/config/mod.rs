@@ -10,6 +10,8 @@ mod settings;
 mod validate;
 
 #[cfg(test)]
+mod docs_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;

@@ -1,0 +1,88 @@
+//! Every config snippet in the README and every config file in `examples/` is parsed and
+//! validated here, so the docs cannot drift from the code.
+
+use std::path::{Path, PathBuf};
+
+use super::secret::EnvSource;
+use super::{Overrides, parse};
+
+/// Answers every variable with a plausible secret: the docs reference many by name.
+struct AnySecret;
+
+impl EnvSource for AnySecret {
+    fn var(&self, name: &str) -> Option<String> {
+        Some(match name {
+            n if n.ends_with("_URL") => {
+                "https://hooks.example.com/services/T000/B000/XXXX".to_owned()
+            }
+            _ => "0123456789abcdef0123456789abcdef".to_owned(),
+        })
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The ```toml blocks of a Markdown file, with the line each starts on.
+fn toml_blocks(markdown: &str) -> Vec<(usize, String)> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (n, line) in markdown.lines().enumerate() {
+        match (&mut current, line.trim_start()) {
+            (None, fence) if fence.starts_with("```toml") => current = Some((n + 1, String::new())),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some((_, text)), _) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+fn check(name: &str, text: &str) {
+    if let Err(errors) = parse(name, text, &Overrides::default(), &AnySecret) {
+        panic!("{name} does not validate:\n{errors}\n---\n{text}");
+    }
+}
+
+#[test]
+fn every_toml_snippet_in_the_readme_validates() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
+    let blocks = toml_blocks(&readme);
+    assert!(blocks.len() >= 8, "found only {} toml blocks", blocks.len());
+    for (line, text) in blocks {
+        check(&format!("README.md (block at line {line})"), &text);
+    }
+}
+
+#[test]
+fn every_example_config_validates() {
+    let dir = workspace().join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|e| e == "toml")
+            && path.file_name() != Some("Cargo.toml".as_ref())
+        {
+            let text = std::fs::read_to_string(&path).expect("readable");
+            check(&path.display().to_string(), &text);
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "examples/deployer.toml and examples/demo.toml at least"
+    );
+}
+
+#[test]
+fn the_markdown_reader_finds_blocks() {
+    let md = "text\n```toml\na = 1\n```\n```sh\nls\n```\n  ```toml\nb = 2\n  ```\n";
+    assert_eq!(
+        toml_blocks(md),
+        vec![(2, "a = 1\n".to_owned()), (8, "b = 2\n".to_owned())]
+    );
+}
