@@ -62,6 +62,7 @@ pub(crate) async fn run(
             timer: None,
             permit: None,
             slot: None,
+            deploy: None,
         };
         let (mut machine, effects) = Machine::boot(spec);
         actor.apply(effects);
@@ -137,6 +138,9 @@ struct Actor {
     timer: Option<Instant>,
     permit: Option<OwnedSemaphorePermit>,
     slot: Option<SlotLease>,
+    /// The span of the deploy under way: from its fetch until the service is at rest again,
+    /// every step and report of one deploy is logged in it, with the digest.
+    deploy: Option<tracing::Span>,
 }
 
 impl Actor {
@@ -151,8 +155,12 @@ impl Actor {
         for effect in effects {
             match effect {
                 Effect::Run { id, op } => {
-                    tracing::debug!(op = op.name(), "starting");
-                    self.inflight = Some((id, self.start(op)));
+                    if let Op::Fetch { digest, .. } = &op {
+                        self.deploy = Some(tracing::info_span!("deploy", digest = %digest));
+                    }
+                    let span = self.deploy.clone().unwrap_or_else(tracing::Span::current);
+                    span.in_scope(|| tracing::debug!(op = op.name(), "starting"));
+                    self.inflight = Some((id, Box::pin(self.start(op).instrument(span))));
                 }
                 Effect::Cancel(id) => {
                     if self.inflight.as_ref().is_some_and(|(i, _)| *i == id) {
@@ -160,7 +168,10 @@ impl Actor {
                     }
                 }
                 Effect::WakeAt(at) => self.timer = Some(at),
-                Effect::Report(report) => self.report(report),
+                Effect::Report(report) => {
+                    let span = self.deploy.clone().unwrap_or_else(tracing::Span::current);
+                    span.in_scope(|| self.report(report));
+                }
                 Effect::Status(status) => self.status(status),
                 Effect::ReleaseSlot => {
                     if let Some(slot) = self.slot.take() {
@@ -175,7 +186,10 @@ impl Actor {
                         });
                     }
                 }
-                Effect::Release => self.permit = None,
+                Effect::Release => {
+                    self.permit = None;
+                    self.deploy = None;
+                }
             }
         }
     }
