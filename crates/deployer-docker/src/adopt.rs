@@ -14,37 +14,32 @@
 //! | `deployer.health.interval`, `.timeout`, `.deadline` | durations (`500ms`, `2s`, `1m`) | 1 s, 2 s, 60 s |
 //! | `deployer.health.threshold` | consecutive successes | 1 |
 //!
-//! Containers without the opt-in label are never touched, whatever image they run.
+//! Containers without the opt-in label are never touched, whatever image they run. Under a
+//! node scope (see [`crate::SwitcherConfig::scope`]) only containers also labelled
+//! `deployer.node=<scope>` are adopted; without one, containers carrying a `deployer.node`
+//! label belong to a scoped deployer and are left alone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::ContainerSummaryStateEnum;
-use bollard::query_parameters::ListContainersOptions;
 use deployer_core::service::{ContainerTemplate, HealthCheck, Probe, Strategy};
 use deployer_core::{ImageRef, ServiceName, ServiceSpec};
 
 use crate::error::DockerError;
-use crate::switcher::labels;
+use crate::switcher::{labels, list_in_scope};
 
-/// Finds the adopted services: containers labelled `deployer.enable=true`, grouped by
-/// service, minus services declared in `declared` (the config wins). Containers whose
-/// labels make no sense are skipped with a warning, never guessed at.
+/// Finds the adopted services: containers labelled `deployer.enable=true` in node `scope`
+/// (the switcher's [`crate::SwitcherConfig::scope`]), grouped by service, minus services
+/// declared in `declared` (the config wins). Containers whose labels make no sense are
+/// skipped with a warning, never guessed at.
 pub async fn discover_adopted(
     docker: &Docker,
     declared: &[ServiceSpec],
+    scope: Option<&str>,
 ) -> Result<Vec<ServiceSpec>, DockerError> {
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{}=true", labels::ENABLE)],
-        )])),
-        ..Default::default()
-    };
-    let containers = docker
-        .list_containers(Some(options))
+    let containers = list_in_scope(docker, format!("{}=true", labels::ENABLE), scope)
         .await
         .map_err(|source| DockerError::Engine {
             operation: "listing adoptable containers",

@@ -121,6 +121,13 @@ pub struct RawDocker {
     pub prune_images: Option<bool>,
     /// Default registry host for image names without one (die-net's `--registry`).
     pub registry: Option<String>,
+    /// Node scope, for several deployers sharing one Docker engine (two environments on one
+    /// host, a test fleet): the containers this deployer creates are labelled
+    /// `deployer.node=<scope>` and named `<service>-<scope>-g<gen>-s<slot>`, and it sees
+    /// (recovers, adopts, stops) only containers with that label. Letters, digits, `_`, `.`,
+    /// `-`; the node name is a good choice. Unset: no label, and containers carrying one are
+    /// left alone. Changing it orphans the old scope's containers (remove them by hand).
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

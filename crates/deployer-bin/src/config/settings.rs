@@ -119,6 +119,8 @@ pub struct DockerSettings {
     pub prune_images: bool,
     /// Default registry for names without one.
     pub registry: Option<String>,
+    /// Node scope of the containers this deployer manages on a shared engine.
+    pub scope: Option<String>,
 }
 
 /// Where targets are shared.

@@ -120,7 +120,13 @@ impl Validator<'_> {
             keep_images: raw.docker.keep_images.unwrap_or(3),
             prune_images: raw.docker.prune_images.unwrap_or(false),
             registry: raw.docker.registry.clone(),
+            scope: raw.docker.scope.clone(),
         };
+        if let Some(scope) = &docker.scope
+            && let Err(problem) = deployer_docker::switcher::labels::validate_scope(scope)
+        {
+            self.problem("docker.scope", problem);
+        }
         if let Some(config) = &docker.config
             && !config.is_file()
         {
@@ -618,4 +624,36 @@ fn parse_port_mapping(mapping: &str) -> Option<SocketAddr> {
 fn parse_addr(addr: &str) -> SocketAddr {
     addr.parse()
         .unwrap_or_else(|_| unreachable!("constant address {addr}"))
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use crate::config::{MapEnv, Overrides, parse};
+
+    fn scope_of(text: &str) -> Result<Option<String>, Vec<String>> {
+        parse(
+            "deployer.toml",
+            text,
+            &Overrides::default(),
+            &MapEnv(Default::default()),
+        )
+        .map(|s| s.docker.scope)
+        .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn the_docker_scope_is_optional_and_checked() {
+        assert_eq!(scope_of(""), Ok(None));
+        assert_eq!(
+            scope_of("[docker]\nscope = \"web-1.prod\"\n"),
+            Ok(Some("web-1.prod".to_owned()))
+        );
+        let e = scope_of("[docker]\nscope = \"web 1\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "deployer.toml:2:9: docker.scope: \"web 1\" must be letters, digits, '_', '.' or '-': it becomes part of container names"
+            ]
+        );
+    }
 }

@@ -72,13 +72,14 @@ pub async fn run(
         .validate()
         .map_err(|e| Exit::usage(anyhow!("docker.config: {}", error_chain(&e))))?;
     let images = Arc::new(DockerImageSource::new(docker.clone(), credentials));
-    let switcher = Arc::new(DockerSwitcher::new(
-        docker.clone(),
-        SwitcherConfig::default(),
-    ));
+    let mut switcher_config = SwitcherConfig::default();
+    if let Some(scope) = &settings.docker.scope {
+        switcher_config = switcher_config.with_scope(scope.clone());
+    }
+    let switcher = Arc::new(DockerSwitcher::new(docker.clone(), switcher_config));
 
     let mut services = settings.services.clone();
-    let adopted = deployer_docker::discover_adopted(&docker, &services)
+    let adopted = deployer_docker::discover_adopted(&docker, &services, switcher.scope())
         .await
         .map_err(|e| unavailable("listing containers to adopt", &e))?;
     for spec in &adopted {

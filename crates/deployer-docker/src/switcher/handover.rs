@@ -1,8 +1,8 @@
 //! The handover strategy: candidates on an ephemeral loopback port beside the old ones,
 //! traffic moved in deployer's proxy, old ones drained then stopped.
 //!
-//! Containers are named `<service>-g<gen>-s<slot>`, so a repeated start finds the container
-//! a crash left and reuses it.
+//! Containers are named `<service>-g<gen>-s<slot>` (`<service>-<scope>-g<gen>-s<slot>` with a
+//! node scope), so a repeated start finds the container a crash left and reuses it.
 
 use std::net::SocketAddr;
 
@@ -77,7 +77,7 @@ pub(super) async fn start(
 ) -> Result<Started, SwitchError> {
     let id = instance.id;
     let err = engine("start", service, id);
-    let name = labels::handover_name(service.name(), id);
+    let name = switcher.handover_name(service, id);
     if let Some(existing) = switcher.inspect(&name).await.map_err(&err)? {
         return restart_existing(switcher, service, &name, &existing).await;
     }
@@ -85,7 +85,7 @@ pub(super) async fn start(
     let spec = container_config::from_template(
         service.template(),
         &image,
-        labels::for_instance(service, instance, &name),
+        switcher.instance_labels(service, instance, &name),
         labels::env_for_instance(service, instance),
         Publish::Loopback {
             container_port: handover.container_port(),
@@ -125,7 +125,9 @@ async fn restart_existing(
         generation: id.0.unwrap_or_default(),
         slot: id.1.unwrap_or_default(),
     };
-    if labels.get(super::labels::SERVICE).map(String::as_str) != Some(service.name().as_str()) {
+    if labels.get(super::labels::SERVICE).map(String::as_str) != Some(service.name().as_str())
+        || !super::labels::in_scope(&labels, switcher.scope())
+    {
         return Err(failed(
             "start",
             service,
@@ -149,7 +151,7 @@ pub(super) async fn probe(
     handover: &Handover,
     id: InstanceId,
 ) -> Result<Health, SwitchError> {
-    let name = labels::handover_name(service.name(), id);
+    let name = switcher.handover_name(service, id);
     match switcher
         .inspect(&name)
         .await
@@ -171,7 +173,7 @@ pub(super) async fn promote(
     service: &ServiceSpec,
     id: InstanceId,
 ) -> Result<Promoted, SwitchError> {
-    let name = labels::handover_name(service.name(), id);
+    let name = switcher.handover_name(service, id);
     let Some(handover) = service.strategy().handover() else {
         return Err(failed("promote", service, id, "not a handover service"));
     };
@@ -240,7 +242,7 @@ pub(super) async fn retire(
     handover: &Handover,
     id: InstanceId,
 ) -> Result<Retired, SwitchError> {
-    let name = labels::handover_name(service.name(), id);
+    let name = switcher.handover_name(service, id);
     let container = switcher
         .inspect(&name)
         .await
@@ -283,7 +285,7 @@ pub(super) async fn remove(
     service: &ServiceSpec,
     id: InstanceId,
 ) -> Result<Removed, SwitchError> {
-    let name = labels::handover_name(service.name(), id);
+    let name = switcher.handover_name(service, id);
     // Never leave a backend pointing at a deleted container; its drain is not awaited, as
     // the engine only removes what no longer takes traffic.
     if let (Some(addr), Some(proxy)) = (

@@ -33,20 +33,28 @@ pub const TEMPLATE: &str = "deployer.template";
 pub const ENABLE: &str = "deployer.enable";
 /// Prefix of the adopted containers' health settings (`deployer.health.kind`, ...).
 pub const HEALTH_PREFIX: &str = "deployer.health.";
+/// The node scope a container belongs to (see [`super::SwitcherConfig::scope`]): a scoped
+/// switcher sees only containers carrying its scope, an unscoped one only containers
+/// without this label.
+pub const NODE: &str = "deployer.node";
 
 /// The labels deployer owns on a container it creates; copied configs drop the old values.
-pub const OWNED: [&str; 8] = [
-    SERVICE, GENERATION, SLOT, STRATEGY, MANAGED, IMAGE, DIGEST, NAME,
+pub const OWNED: [&str; 9] = [
+    SERVICE, GENERATION, SLOT, STRATEGY, MANAGED, IMAGE, DIGEST, NAME, NODE,
 ];
+
+/// Longest node scope: it is part of container names, which should stay readable.
+pub const SCOPE_MAX: usize = 64;
 
 /// The suffix of a recreate container renamed out of the way.
 pub const OLD_SUFFIX: &str = ".deployer-old-g";
 
-/// Deployer's labels for `instance` of `service`.
+/// Deployer's labels for `instance` of `service`, created by a switcher with node `scope`.
 pub fn for_instance(
     service: &ServiceSpec,
     instance: &InstanceSpec,
     base_name: &str,
+    scope: Option<&str>,
 ) -> HashMap<String, String> {
     let mut labels = HashMap::from([
         (SERVICE.to_owned(), service.name().to_string()),
@@ -61,7 +69,34 @@ pub fn for_instance(
     if let Some(digest) = &instance.digest {
         labels.insert(DIGEST.to_owned(), digest.to_string());
     }
+    if let Some(scope) = scope {
+        labels.insert(NODE.to_owned(), scope.to_owned());
+    }
     labels
+}
+
+/// Whether a container's labels put it in node `scope` (`None`: it carries no node label).
+pub fn in_scope(labels: &HashMap<String, String>, scope: Option<&str>) -> bool {
+    labels.get(NODE).map(String::as_str) == scope
+}
+
+/// Checks a node scope: 1 to [`SCOPE_MAX`] letters, digits, `_`, `.` or `-` (it becomes part
+/// of container names).
+pub fn validate_scope(scope: &str) -> Result<(), String> {
+    if scope.is_empty() || scope.len() > SCOPE_MAX {
+        return Err(format!(
+            "{scope:?} must be 1 to {SCOPE_MAX} characters long"
+        ));
+    }
+    if !scope
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(format!(
+            "{scope:?} must be letters, digits, '_', '.' or '-': it becomes part of container names"
+        ));
+    }
+    Ok(())
 }
 
 /// The `DEPLOYER_*` variables injected into every container deployer creates (as hanoverd
@@ -135,17 +170,33 @@ pub fn old_name(base: &str, generation: Generation) -> String {
     format!("{base}{OLD_SUFFIX}{}", generation.0)
 }
 
-/// The handover strategy's container name: `<service>-g<gen>-s<slot>`.
-pub fn handover_name(service: &ServiceName, id: InstanceId) -> String {
-    format!("{service}-g{}-s{}", id.generation.0, id.slot)
+/// `<service>` or, with a node scope, `<service>-<scope>`: the start of every container name.
+fn scoped(service: &ServiceName, scope: Option<&str>) -> String {
+    match scope {
+        Some(scope) => format!("{service}-{scope}"),
+        None => service.to_string(),
+    }
 }
 
-/// The stable name of a recreate container created from the template.
-pub fn template_name(service: &ServiceName, slot: u32) -> String {
+/// The handover strategy's container name: `<service>-g<gen>-s<slot>`, or
+/// `<service>-<scope>-g<gen>-s<slot>` with a node scope.
+pub fn handover_name(service: &ServiceName, scope: Option<&str>, id: InstanceId) -> String {
+    format!(
+        "{}-g{}-s{}",
+        scoped(service, scope),
+        id.generation.0,
+        id.slot
+    )
+}
+
+/// The stable name of a recreate container created from the template: `<service>` (slot 0)
+/// or `<service>-s<slot>`, with `-<scope>` after the service name when scoped.
+pub fn template_name(service: &ServiceName, scope: Option<&str>, slot: u32) -> String {
+    let base = scoped(service, scope);
     if slot == 0 {
-        service.to_string()
+        base
     } else {
-        format!("{service}-s{slot}")
+        format!("{base}-s{slot}")
     }
 }
 
@@ -172,17 +223,32 @@ mod tests {
         assert_eq!(base_name("web.deployer-old-gx"), "web.deployer-old-gx");
         assert_eq!(old_name("web", Generation(3)), "web.deployer-old-g3");
         let svc = ServiceName::new("api").unwrap();
-        assert_eq!(
-            handover_name(
-                &svc,
-                InstanceId {
-                    generation: Generation(4),
-                    slot: 1
-                }
-            ),
-            "api-g4-s1"
+        let id = InstanceId {
+            generation: Generation(4),
+            slot: 1,
+        };
+        assert_eq!(handover_name(&svc, None, id), "api-g4-s1");
+        assert_eq!(handover_name(&svc, Some("web-2"), id), "api-web-2-g4-s1");
+        assert_eq!(template_name(&svc, None, 0), "api");
+        assert_eq!(template_name(&svc, None, 2), "api-s2");
+        assert_eq!(template_name(&svc, Some("web-2"), 0), "api-web-2");
+        assert_eq!(template_name(&svc, Some("web-2"), 2), "api-web-2-s2");
+    }
+
+    #[test]
+    fn scopes_are_checked_and_matched() {
+        assert!(validate_scope("web-2.prod_a").is_ok());
+        assert!(validate_scope("").is_err());
+        assert!(validate_scope("a/b").is_err());
+        assert!(validate_scope(&"x".repeat(SCOPE_MAX + 1)).is_err());
+        let scoped = HashMap::from([(NODE.to_owned(), "web-2".to_owned())]);
+        assert!(in_scope(&scoped, Some("web-2")));
+        assert!(!in_scope(&scoped, Some("web-3")));
+        assert!(
+            !in_scope(&scoped, None),
+            "unscoped switchers leave scoped containers alone"
         );
-        assert_eq!(template_name(&svc, 0), "api");
-        assert_eq!(template_name(&svc, 2), "api-s2");
+        assert!(in_scope(&HashMap::new(), None));
+        assert!(!in_scope(&HashMap::new(), Some("web-2")));
     }
 }

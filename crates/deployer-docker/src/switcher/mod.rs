@@ -4,6 +4,10 @@
 //! What belongs to a service: containers labelled `deployer.service=<name>` (everything
 //! deployer creates carries it), plus adopted ones: containers labelled
 //! `deployer.enable=true` whose name is the service's name. Nothing else is ever touched.
+//!
+//! With a node scope ([`SwitcherConfig::scope`]) only containers also labelled
+//! `deployer.node=<scope>` belong to it, so several deployers can share one engine; without
+//! one, containers carrying any `deployer.node` label are someone else's.
 
 mod container_config;
 mod handover;
@@ -50,17 +54,36 @@ pub struct SwitcherConfig {
     pub proxy_connect_timeout: Duration,
     /// The HTTP proxies' bound on a backend's response headers.
     pub proxy_response_timeout: Duration,
+    /// The node scope, for several deployers sharing one engine (two environments on one
+    /// host, a test fleet): every container this switcher creates is labelled
+    /// `deployer.node=<scope>` and named `<service>-<scope>-...`, and it sees (observes,
+    /// recovers, adopts, stops) only containers carrying that label. `None` (the default):
+    /// names without a scope, and only containers without a `deployer.node` label. Changing
+    /// it leaves the containers of the old scope running and untouched: remove them by hand.
+    /// Check a value with [`labels::validate_scope`].
+    pub scope: Option<String>,
 }
 
 impl Default for SwitcherConfig {
-    /// Candidates on 127.0.0.1, 20 log lines, 2 s proxy connect, 60 s proxy response timeout.
+    /// Candidates on 127.0.0.1, 20 log lines, 2 s proxy connect, 60 s proxy response timeout,
+    /// no node scope.
     fn default() -> Self {
         Self {
             host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             log_lines: 20,
             proxy_connect_timeout: Duration::from_secs(2),
             proxy_response_timeout: Duration::from_secs(60),
+            scope: None,
         }
+    }
+}
+
+impl SwitcherConfig {
+    /// The same settings within node scope `scope` (see [`Self::scope`]).
+    #[must_use]
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
     }
 }
 
@@ -130,6 +153,26 @@ impl DockerSwitcher {
     /// The engine client.
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// The node scope, if any.
+    pub fn scope(&self) -> Option<&str> {
+        self.config.scope.as_deref()
+    }
+
+    /// The handover container name of `id` (scoped).
+    pub(crate) fn handover_name(&self, service: &ServiceSpec, id: InstanceId) -> String {
+        labels::handover_name(service.name(), self.scope(), id)
+    }
+
+    /// Deployer's labels for a container of `instance` (scoped).
+    pub(crate) fn instance_labels(
+        &self,
+        service: &ServiceSpec,
+        instance: &InstanceSpec,
+        base_name: &str,
+    ) -> HashMap<String, String> {
+        labels::for_instance(service, instance, base_name, self.scope())
     }
 
     fn proxy_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ServiceName, Proxy>> {
@@ -232,12 +275,7 @@ impl DockerSwitcher {
         &self,
         label: String,
     ) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
-            ..Default::default()
-        };
-        self.docker.list_containers(Some(options)).await
+        list_in_scope(&self.docker, label, self.scope()).await
     }
 
     /// Every container of `service`, in any state, with its instance id.
@@ -506,6 +544,31 @@ impl DockerSwitcher {
             Err(_) => "(logs unavailable)".to_owned(),
         }
     }
+}
+
+/// Containers carrying `label` (`key=value`) in node `scope`, in any state.
+pub(crate) async fn list_in_scope(
+    docker: &Docker,
+    label: String,
+    scope: Option<&str>,
+) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
+    let mut wanted = vec![label];
+    // The engine ANDs label filters; "no deployer.node label" has no filter, so the unscoped
+    // case is checked below.
+    if let Some(scope) = scope {
+        wanted.push(format!("{}={scope}", labels::NODE));
+    }
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([("label".to_owned(), wanted)])),
+        ..Default::default()
+    };
+    let mut found = docker.list_containers(Some(options)).await?;
+    found.retain(|s| match &s.labels {
+        Some(l) => labels::in_scope(l, scope),
+        None => scope.is_none(),
+    });
+    Ok(found)
 }
 
 /// A container's name from a list entry, without the leading `/`.

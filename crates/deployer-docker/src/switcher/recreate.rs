@@ -45,7 +45,7 @@ pub(super) async fn start(
         .filter(|f| f.instance.generation < id.generation)
         .max_by_key(|f| (f.instance.slot == id.slot, f.instance.generation));
     let image = switcher.image_for(instance).await;
-    let template_name = labels::template_name(service.name(), id.slot);
+    let template_name = labels::template_name(service.name(), switcher.scope(), id.slot);
     let (base, spec) = match source.filter(|s| !template_changed(s, service)) {
         Some(source) => {
             let base = if source.instance.slot == id.slot {
@@ -78,7 +78,7 @@ pub(super) async fn start(
                 &old,
                 old_image.as_ref(),
                 &image,
-                labels::for_instance(service, instance, &base),
+                switcher.instance_labels(service, instance, &base),
                 labels::env_for_instance(service, instance),
             );
             (base, spec)
@@ -88,7 +88,7 @@ pub(super) async fn start(
             let spec = container_config::from_template(
                 service.template(),
                 &image,
-                labels::for_instance(service, instance, &base),
+                switcher.instance_labels(service, instance, &base),
                 labels::env_for_instance(service, instance),
                 Publish::Template,
             )

@@ -73,7 +73,7 @@ async fn a_labelled_container_is_adopted_and_recreated_an_unlabelled_one_is_unto
         )
         .await?;
 
-        let adopted: Vec<_> = discover_adopted(&docker, &[])
+        let adopted: Vec<_> = discover_adopted(&docker, &[], None)
             .await?
             .into_iter()
             .filter(|s| s.name().as_str() == adopted_name)
@@ -90,14 +90,14 @@ async fn a_labelled_container_is_adopted_and_recreated_an_unlabelled_one_is_unto
             }
         );
         assert!(
-            discover_adopted(&docker, &[])
+            discover_adopted(&docker, &[], None)
                 .await?
                 .iter()
                 .all(|s| s.name().as_str() != plain_name)
         );
         // Declared services win over labels.
         assert!(
-            discover_adopted(&docker, std::slice::from_ref(&spec))
+            discover_adopted(&docker, std::slice::from_ref(&spec), None)
                 .await?
                 .iter()
                 .all(|s| s.name() != spec.name())

@@ -9,4 +9,5 @@ mod crash;
 mod handover;
 mod image_source;
 mod recreate;
+mod scope;
 mod support;
