@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
+use deployer_core::ImageRef;
 use deployer_core::reconcile::{
     Effect, Generation, GenerationRef, Health, Input, InstanceId, JournalEntry, Machine, Observed,
     ObservedInstance, Op, OpId, OpResult, RunState, SlotOutcome,
 };
 use deployer_core::service::{Handover, ProxyProtocol, ServiceSpec, Strategy};
-use deployer_core::target::{Revision, Source, Target};
+use deployer_core::target::Target;
 use deployer_core::testing::digest;
-use deployer_core::{ImageRef, Timestamp};
 use tokio::time::Instant;
 
 /// A handover service `svc-<n>` tracking `app<n>:latest`.
@@ -33,18 +33,7 @@ pub fn spec(n: usize) -> Arc<ServiceSpec> {
 
 /// The target "build `build` of service `n`'s image", at `revision`.
 pub fn target(spec: &ServiceSpec, build: u8, revision: u64) -> Target {
-    Target {
-        image: spec.image().clone(),
-        digest: digest(build),
-        revision: Revision(revision),
-        source: Source::new("bench"),
-        received_at: Timestamp::from_millis(0),
-        delivery_id: None,
-        event_time: None,
-        callback_url: None,
-        previous: Vec::new(),
-        halted: None,
-    }
+    deployer_core::testing::target(spec.image(), build, revision)
 }
 
 /// A machine at rest, serving generation 1 (build 1), with no operation in flight.

@@ -10,8 +10,8 @@ use deployer_core::reconcile::{
     ObservedInstance, Op, OpId, OpResult, Phase, Report, RunState, SlotOutcome,
 };
 use deployer_core::service::{Handover, ProxyProtocol, ServiceSpec, Strategy};
-use deployer_core::target::{Halt, Revision, Source, Target};
-use deployer_core::testing::digest;
+use deployer_core::target::{Halt, Target};
+use deployer_core::testing::{self, digest};
 use deployer_core::{Outcome, ServiceState, Timestamp};
 use tokio::time::Instant;
 
@@ -41,18 +41,7 @@ fn handover() -> Strategy {
 }
 
 fn target(n: u8, revision: u64) -> Target {
-    Target {
-        image: image(),
-        digest: digest(n),
-        revision: Revision(revision),
-        source: Source::new("test"),
-        received_at: Timestamp::from_millis(0),
-        delivery_id: None,
-        event_time: None,
-        callback_url: None,
-        previous: Vec::new(),
-        halted: None,
-    }
+    testing::target(&image(), n, revision)
 }
 
 fn generation(id: u64, n: u8) -> GenerationRef {

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deployer_core::Outcome;
 use deployer_core::image::Digest;
 use deployer_core::reconcile::{
     Effect, Generation, Input, InstanceId, JournalEntry, Machine, Op, OpId, OpResult, Report,
@@ -17,9 +18,8 @@ use deployer_core::reconcile::{
 use deployer_core::service::{
     Handover, HealthCheck, Probe, ProxyProtocol, ServiceName, ServiceSpec, Strategy as Switch,
 };
-use deployer_core::target::{Revision, Source, Target};
-use deployer_core::testing::{World, digest};
-use deployer_core::{Outcome, Timestamp};
+use deployer_core::target::Target;
+use deployer_core::testing::{self, World, digest};
 use proptest::prelude::*;
 use tokio::time::Instant;
 
@@ -216,18 +216,7 @@ impl Sim {
         {
             self.superseded.insert(rollout.id);
         }
-        let target = Target {
-            image: self.spec.image().clone(),
-            digest: digest(n),
-            revision: Revision(self.revision),
-            source: Source::new("test"),
-            received_at: Timestamp::from_millis(0),
-            delivery_id: None,
-            event_time: None,
-            callback_url: None,
-            previous: Vec::new(),
-            halted: None,
-        };
+        let target = testing::target(self.spec.image(), n, self.revision);
         self.desired = Some(target.clone());
         self.feed(Input::Desired(target));
     }

@@ -14,11 +14,30 @@ pub use notifier::RecordingNotifier;
 pub use switcher::{Call, FakeInstance, FakeSwitcher, World};
 pub use trigger::ScriptedTrigger;
 
-use crate::image::Digest;
+use crate::image::{Digest, ImageRef};
+use crate::target::{Revision, Source, Target};
+use crate::time::Timestamp;
 
 /// A valid sha256 digest made from `n` (for readable tests).
 pub fn digest(n: u8) -> Digest {
     Digest::sha256(&format!("{n:02x}").repeat(32)).unwrap_or_else(|_| unreachable!("64 hex digits"))
+}
+
+/// The target "`image` should run [`digest`]`(n)`" at `revision`, from source `test`, with
+/// nothing else set.
+pub fn target(image: &ImageRef, n: u8, revision: u64) -> Target {
+    Target {
+        image: image.without_digest(),
+        digest: digest(n),
+        revision: Revision(revision),
+        source: Source::new("test"),
+        received_at: Timestamp::from_millis(0),
+        delivery_id: None,
+        event_time: None,
+        callback_url: None,
+        previous: Vec::new(),
+        halted: None,
+    }
 }
 
 /// Counts down injected failures per operation name.
