@@ -14,7 +14,15 @@ use cli::{Cli, Command, ConfigCommand};
 use exit::Exit;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap exits 2 on bad flags, but 2 here means "the deploy ran and failed": bad
+            // flags are bad input, 64 like a bad config. Help and version are successes.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,8 +50,9 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Config {
             command: ConfigCommand::Check { file, overrides },
         } => {
-            let settings =
-                config::load(&file, &overrides, &config::ProcessEnv).map_err(Exit::config)?;
+            // Exactly what `run` validates before binding or connecting anything, the
+            // adapters' own checks (secret lengths, retry bounds, ...) included.
+            let (settings, _) = run::load(Some(&file), &overrides)?;
             println!(
                 "{}: ok ({} service{}, coordinator {})",
                 file.display(),

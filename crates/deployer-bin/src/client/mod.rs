@@ -61,9 +61,12 @@ impl Client {
             request = request.json(&body);
         }
         let response = request.send().await.map_err(|e| {
+            // The chain says why (connection refused, timed out); reqwest's own message
+            // only says that sending failed.
             Exit::unavailable(anyhow!(
-                "cannot reach the deployer's admin API at {}: {e}",
-                self.base
+                "cannot reach the deployer's admin API at {}: {}",
+                self.base,
+                deployer_core::driver::error_chain(&e)
             ))
         })?;
         let status = response.status();
