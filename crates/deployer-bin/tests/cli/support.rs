@@ -1,0 +1,249 @@
+//! Running the binary, daemons that show their log when a test fails, polling with deadlines.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// The binary under test.
+pub const DEPLOYER: &str = env!("CARGO_BIN_EXE_deployer");
+
+/// Bound on one CLI command.
+const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// How a finished command exited and what it printed.
+#[derive(Debug)]
+pub struct Output {
+    /// The exit code; `None` if a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Output {
+    /// Both streams, for "never printed" checks.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// `deployer ARGS` without the caller's `DEPLOYER_*` variables, which would override the
+/// flags and config files the tests give.
+pub fn command(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(DEPLOYER);
+    command.args(args).stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("DEPLOYER_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Runs `command` to its end, killed if it takes longer than a minute.
+pub async fn output(command: std::process::Command) -> anyhow::Result<Output> {
+    let what = format!("{command:?}");
+    let mut command = tokio::process::Command::from(command);
+    command.kill_on_drop(true);
+    let out = tokio::time::timeout(COMMAND_LIMIT, command.output())
+        .await
+        .with_context(|| format!("{what} did not finish within {COMMAND_LIMIT:?}"))?
+        .with_context(|| format!("running {what}"))?;
+    Ok(Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Runs `deployer ARGS`.
+pub async fn deployer(args: &[&str]) -> anyhow::Result<Output> {
+    output(command(args)).await
+}
+
+/// A `deployer run` process, killed on drop. Its stderr goes to a file, printed when the
+/// test ends without calling [`Daemon::passed`], so a failure shows what the daemon did.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Behind a lock so that `ensure_running` can be called from polling closures.
+    child: std::sync::Mutex<tokio::process::Child>,
+    log: PathBuf,
+    passed: bool,
+}
+
+impl Daemon {
+    /// Starts `deployer --log-format json run --config CONFIG` with `env` added.
+    pub fn start(config: &Path, env: &[(&str, &str)], log: PathBuf) -> anyhow::Result<Self> {
+        let stderr =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut command = command(&["--log-format", "json", "run", "--config"]);
+        command
+            .arg(config)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let child = tokio::process::Command::from(command)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting deployer run")?;
+        Ok(Self {
+            child: std::sync::Mutex::new(child),
+            log,
+            passed: false,
+        })
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (through `kill`, so the tests need no libc) and waits up to `limit`
+    /// for the process to exit.
+    pub async fn terminate(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pid = child.id().context("the daemon has already exited")?;
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .context("running kill")?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed: {sent}");
+        tokio::time::timeout(limit, child.wait())
+            .await
+            .with_context(|| format!("deployer run did not exit within {limit:?} of SIGTERM"))?
+            .context("waiting for deployer run")
+    }
+
+    /// Fails if the daemon has exited (it should run until told to stop).
+    pub fn ensure_running(&self) -> anyhow::Result<()> {
+        let mut child = self
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!("deployer run exited early: {status}"),
+        }
+    }
+
+    /// The test passed: do not print the log on drop.
+    pub fn passed(&mut self) {
+        self.passed = true;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.passed {
+            eprintln!(
+                "--- deployer run's log ({}):\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Waits until `check` returns `Some`, polling every 100 ms; fails after `limit` naming
+/// `what` never happened, or at once when `check` fails (a dead daemon is not worth
+/// waiting for; checks turn transient errors into `None` themselves).
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check()
+            .await
+            .with_context(|| format!("waiting for {what}"))?
+        {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what} never happened within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Bounds a future that could hang, naming what deadlocked.
+pub async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    future: impl Future<Output = T>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, future)
+        .await
+        .with_context(|| format!("deadlock: {what} did not finish within {limit:?}"))
+}
+
+/// The body of `GET http://ADDR/`, failing on a non-200 answer.
+pub async fn get(addr: &str) -> anyhow::Result<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()?;
+    let response = client.get(format!("http://{addr}/")).send().await?;
+    let status = response.status();
+    let body = response.text().await?;
+    anyhow::ensure!(status.is_success(), "{addr} answered {status}: {body}");
+    Ok(body)
+}
+
+/// One container as `docker ps` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub name: String,
+    pub running: bool,
+    /// The build it runs (deployer's `deployer.digest` label).
+    pub digest: String,
+}
+
+/// Every container of `service`, running or not, found by deployer's service label.
+pub async fn containers_of(service: &str) -> anyhow::Result<Vec<Container>> {
+    let out = tokio::process::Command::new("docker")
+        .args(["ps", "-a", "--filter"])
+        .arg(format!("label=deployer.service={service}"))
+        .args([
+            "--format",
+            "{{.Names}}\t{{.State}}\t{{.Label \"deployer.digest\"}}",
+        ])
+        .output()
+        .await
+        .context("running docker ps")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "docker ps failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut containers: Vec<Container> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            Some(Container {
+                name: fields.next()?.to_owned(),
+                running: fields.next()? == "running",
+                digest: fields.next().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(containers)
+}
