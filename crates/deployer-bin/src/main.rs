@@ -52,7 +52,10 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         } => {
             // Exactly what `run` validates before binding or connecting anything, the
             // adapters' own checks (secret lengths, retry bounds, ...) included.
-            let (settings, _) = run::load(Some(&file), &overrides)?;
+            let (settings, _, _) = run::load(Some(&file), &overrides)?;
+            for warning in &settings.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: ok ({} service{}, coordinator {})",
                 file.display(),

@@ -14,7 +14,8 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// A rollout began (sent only to notifiers that ask for it).
+    /// A rollout began. Sent to every notifier; each decides whether to show it (Slack's
+    /// `notify_started`).
     Started,
     /// The new generation serves; the old one is gone.
     Succeeded,

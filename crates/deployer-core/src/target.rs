@@ -121,15 +121,19 @@ pub struct Target {
     /// Digests this target had before, newest first, at most [`PREVIOUS_KEPT`].
     #[serde(default)]
     pub previous: Vec<Digest>,
+    /// Of those, the ones that failed (were halted) while they were the target: never a
+    /// rollback destination.
+    #[serde(default)]
+    pub failed: Vec<Digest>,
     /// Set when a host failed to switch to this digest: no host starts it any more.
     #[serde(default)]
     pub halted: Option<Halt>,
 }
 
 impl Target {
-    /// The digest before this one, the one a rollback returns to.
+    /// The newest earlier build that did not fail: where a rollback returns to.
     pub fn rollback_digest(&self) -> Option<&Digest> {
-        self.previous.first()
+        self.previous.iter().find(|d| !self.failed.contains(d))
     }
 }
 
@@ -190,7 +194,18 @@ pub enum Decision {
 /// sender dates it before the current target's push. An operator's `force` skips both checks,
 /// which is how rollbacks and retries of a halted build are published.
 pub fn decide(current: Option<&Target>, request: &PublishRequest, now: Timestamp) -> Decision {
-    let write = |previous: Vec<Digest>| {
+    // A build that was halted stays known as failed while it is remembered, unless it is
+    // deployed again on purpose.
+    let failed = |current: &Target| -> Vec<Digest> {
+        let newly = current.halted.as_ref().map(|_| current.digest.clone());
+        newly
+            .into_iter()
+            .chain(current.failed.iter().cloned())
+            .filter(|d| *d != request.digest)
+            .take(PREVIOUS_KEPT)
+            .collect()
+    };
+    let write = |previous: Vec<Digest>, failed: Vec<Digest>| {
         Decision::Write(Target {
             image: request.image.without_digest(),
             digest: request.digest.clone(),
@@ -201,15 +216,16 @@ pub fn decide(current: Option<&Target>, request: &PublishRequest, now: Timestamp
             event_time: request.event_time,
             callback_url: request.callback_url.clone(),
             previous,
+            failed,
             halted: None,
         })
     };
     let Some(current) = current else {
-        return write(Vec::new());
+        return write(Vec::new(), Vec::new());
     };
     if current.digest == request.digest {
         return if request.force {
-            write(current.previous.clone())
+            write(current.previous.clone(), failed(current))
         } else {
             Decision::Keep(PublishOutcome::Unchanged {
                 target: current.clone(),
@@ -248,7 +264,7 @@ pub fn decide(current: Option<&Target>, request: &PublishRequest, now: Timestamp
             .take(PREVIOUS_KEPT - 1)
             .cloned(),
     );
-    write(previous)
+    write(previous, failed(current))
 }
 
 #[cfg(test)]
@@ -321,6 +337,28 @@ mod tests {
             apply(Some(&current), &older),
             Err(b) if matches!(*b, PublishOutcome::Stale { .. })
         ));
+    }
+
+    #[test]
+    fn a_rollback_never_returns_to_a_build_that_failed() {
+        let v1 = apply(None, &request(1)).unwrap();
+        let mut bad = apply(Some(&v1), &request(9)).unwrap();
+        bad.halted = Some(Halt {
+            node: "a".into(),
+            reason: "unhealthy".into(),
+            at: Timestamp::from_millis(0),
+        });
+        let v2 = apply(Some(&bad), &request(2)).unwrap();
+        assert_eq!(v2.previous, vec![digest(9), digest(1)]);
+        assert_eq!(v2.failed, vec![digest(9)]);
+        assert_eq!(v2.rollback_digest(), Some(&digest(1)));
+        let mut retry = request(9);
+        retry.force = true;
+        let retried = apply(Some(&v2), &retry).unwrap();
+        assert!(
+            retried.failed.is_empty(),
+            "deployed again on purpose: no longer known as failed"
+        );
     }
 
     #[test]

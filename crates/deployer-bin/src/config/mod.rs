@@ -71,7 +71,7 @@ pub fn parse(
     })?;
     let overridden = overrides.apply(&mut raw);
     let hostname = hostname();
-    validate::validate(&raw, env, &hostname).map_err(|problems| {
+    let mut settings = validate::validate(&raw, env, &hostname).map_err(|problems| {
         ConfigErrors(
             problems
                 .into_iter()
@@ -83,7 +83,12 @@ pub fn parse(
                 )
                 .collect(),
         )
-    })
+    })?;
+    for warning in &mut settings.warnings {
+        warning.file = file.to_owned();
+        warning.position = source.locate(&warning.key);
+    }
+    Ok(settings)
 }
 
 /// The machine's hostname, the default node name.

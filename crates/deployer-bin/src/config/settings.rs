@@ -34,6 +34,8 @@ pub struct Settings {
     pub notify: NotifySettings,
     /// The declared services.
     pub services: Vec<ServiceSpec>,
+    /// Things that work but should not be so, e.g. secrets written inline.
+    pub warnings: Vec<super::ConfigError>,
 }
 
 /// Webhook listener and endpoints.

@@ -21,7 +21,7 @@ fn check(text: &str) -> Result<Settings, ConfigErrors> {
         "deployer.toml",
         text,
         &Overrides::default(),
-        &env(&[("TOKEN", "s3cret")]),
+        &env(&[("TOKEN", "s3cret-s3cret-s3cret")]),
     )
 }
 
@@ -95,7 +95,10 @@ fn a_full_config_validates() {
     assert_eq!(s.max_parallel, 2);
     assert_eq!(s.log_format, LogFormat::Json);
     assert_eq!(s.webhooks.hooks.len(), 2);
-    assert_eq!(s.admin.token.as_ref().map(Secret::expose), Some("s3cret"));
+    assert_eq!(
+        s.admin.token.as_ref().map(Secret::expose),
+        Some("s3cret-s3cret-s3cret")
+    );
     assert_eq!(s.services.len(), 2);
     let web = &s.services[0];
     assert_eq!(web.replicas(), 2);
@@ -296,4 +299,37 @@ fn the_registry_flag_completes_short_names() {
         "registry.local:5000/team/app:v1"
     );
     assert_eq!(s.services[1].image().to_string(), "ghcr.io/o/app:latest");
+}
+
+#[test]
+fn inline_secrets_work_with_a_located_warning() {
+    let s = check("node = \"a\"\n[admin]\ntoken = \"an-inline-admin-token\"\n").unwrap();
+    let warnings: Vec<String> = s.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .starts_with("deployer.toml:3:9: admin.token: secret written in the config file"),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings[0].contains("an-inline-admin-token"),
+        "the warning never quotes the secret"
+    );
+}
+
+#[test]
+fn webhook_secrets_follow_the_endpoints_rules_with_the_configs_own_keys() {
+    let e = errors("[webhooks.registry]\ntoken = \"short\"\n");
+    assert_eq!(
+        e,
+        ["deployer.toml:2:9: webhooks.registry.token: must be at least 16 characters"]
+    );
+    let e = errors("[webhooks.dockerhub]\ntoken = \"has/a/slash/in/it/here\"\n");
+    assert_eq!(
+        e,
+        [
+            "deployer.toml:2:9: webhooks.dockerhub.token: travels in a URL: use only A-Z a-z 0-9 . _ ~ -"
+        ]
+    );
+    assert!(check("[webhooks.github]\nsecret = \"any/characters+are=fine\"\n").is_ok());
 }

@@ -37,14 +37,19 @@ pub(crate) fn validate(
         env,
         inline_secrets: Vec::new(),
     };
-    let settings = v.settings(raw, hostname);
+    let mut settings = v.settings(raw, hostname);
     if v.problems.is_empty() {
-        for key in v.inline_secrets {
-            tracing::warn!(
+        // Returned rather than logged: no logger exists yet while the config is read.
+        settings.warnings = v
+            .inline_secrets
+            .into_iter()
+            .map(|key| super::ConfigError {
+                file: String::new(),
+                position: None,
                 key,
-                "secret written in the config file; prefer {{ env = \"...\" }} or {{ file = \"...\" }}"
-            );
-        }
+                problem: "secret written in the config file; prefer { env = \"...\" } or { file = \"...\" }".to_owned(),
+            })
+            .collect();
         Ok(settings)
     } else {
         Err(v.problems)
@@ -73,6 +78,29 @@ impl Validator<'_> {
                 self.problem(key, problem);
                 None
             }
+        }
+    }
+
+    /// The rules the webhook endpoints enforce, checked here so errors name the key and line.
+    fn check_hook_secret(&mut self, key: &str, sender: Sender, secret: &Secret) {
+        let value = secret.expose();
+        if value.chars().count() < deployer_http::config::MIN_SECRET_LEN {
+            self.problem(
+                key,
+                format!(
+                    "must be at least {} characters",
+                    deployer_http::config::MIN_SECRET_LEN
+                ),
+            );
+        }
+        // Docker Hub and Quay send the token in the URL.
+        let in_url = matches!(sender, Sender::DockerHub | Sender::Quay);
+        if in_url
+            && !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-'))
+        {
+            self.problem(key, "travels in a URL: use only A-Z a-z 0-9 . _ ~ -");
         }
     }
 
@@ -175,6 +203,7 @@ impl Validator<'_> {
             poll,
             notify,
             services,
+            warnings: Vec::new(),
         }
     }
 
@@ -214,7 +243,11 @@ impl Validator<'_> {
                     format!("{} signs with a {field}, not a {other}", sender.name()),
                 );
             }
-            let secret = self.secret(&format!("{base}.{field}"), given.as_ref());
+            let key = format!("{base}.{field}");
+            let secret = self.secret(&key, given.as_ref());
+            if let Some(secret) = &secret {
+                self.check_hook_secret(&key, sender, secret);
+            }
             if given.is_none() && !hook.insecure {
                 self.problem(
                     format!("{base}.{field}"),

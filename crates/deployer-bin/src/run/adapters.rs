@@ -28,13 +28,25 @@ impl AdapterConfigs {
     /// Builds and validates them; errors name `file` and the config key.
     pub fn new(settings: &Settings, file: &str) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
-        let mut check = |key: &str, result: Result<(), String>| {
-            if let Err(problem) = result {
+        // The adapters name their own fields; where those differ from the config's keys (a
+        // token-authenticated endpoint's `secret` is the config's `token`), use the config's.
+        let mut check = |key: &str, result: Result<(), deployer_http::ConfigError>| {
+            if let Err(e) = result {
+                let field = e.field.clone();
+                let key = match field.strip_suffix(".secret") {
+                    Some(endpoint)
+                        if endpoint.starts_with("webhooks.") && endpoint != "webhooks.github" =>
+                    {
+                        format!("{endpoint}.token")
+                    }
+                    _ if field.is_empty() => key.to_owned(),
+                    _ => field,
+                };
                 errors.push(ConfigError {
                     file: file.to_owned(),
                     position: None,
-                    key: key.to_owned(),
-                    problem,
+                    key,
+                    problem: e.problem,
                 });
             }
         };
@@ -58,7 +70,7 @@ impl AdapterConfigs {
                 });
             }
         }
-        check("webhooks", webhooks.validate().map_err(|e| e.to_string()));
+        check("webhooks", webhooks.validate());
         let admin = AdminConfig {
             token: settings
                 .admin
@@ -67,11 +79,10 @@ impl AdapterConfigs {
                 .map(|s| s.expose().to_owned().into()),
             ..AdminConfig::default()
         };
-        check("admin", admin.validate().map_err(|e| e.to_string()));
+        check("admin", admin.validate());
         check(
             "admin.listen",
-            validate_admin_exposure(settings.admin.listen, admin.token.as_ref())
-                .map_err(|e| e.to_string()),
+            validate_admin_exposure(settings.admin.listen, admin.token.as_ref()),
         );
         let poll = settings.poll.enabled.then(|| PollConfig {
             period: settings.poll.interval,
@@ -80,7 +91,7 @@ impl AdapterConfigs {
             ..PollConfig::default()
         });
         if let Some(poll) = &poll {
-            check("poll", poll.validate().map_err(|e| e.to_string()));
+            check("poll", poll.validate());
         }
         let slack = settings.notify.slack.as_ref().map(|s| SlackConfig {
             username: s.username.clone(),
@@ -88,7 +99,7 @@ impl AdapterConfigs {
             ..SlackConfig::new(s.url.expose().to_owned())
         });
         if let Some(slack) = &slack {
-            check("notify.slack", slack.validate().map_err(|e| e.to_string()));
+            check("notify.slack", slack.validate());
         }
         let webhook_notifier = settings
             .notify
@@ -99,13 +110,10 @@ impl AdapterConfigs {
                 ..WebhookNotifierConfig::new(w.url.expose().to_owned())
             });
         if let Some(w) = &webhook_notifier {
-            check("notify.webhook", w.validate().map_err(|e| e.to_string()));
+            check("notify.webhook", w.validate());
         }
         if let Some(c) = &callback {
-            check(
-                "webhooks.dockerhub.callback",
-                c.validate().map_err(|e| e.to_string()),
-            );
+            check("webhooks.dockerhub.callback", c.validate());
         }
         let etcd = match &settings.coordinator {
             CoordinatorSettings::Memory => None,
@@ -138,7 +146,19 @@ impl AdapterConfigs {
                     }
                     config = config.with_tls(tls);
                 }
-                check("etcd", config.validate().map_err(|e| e.to_string()));
+                check(
+                    "etcd",
+                    config.validate().map_err(|e| {
+                        let key = match e.field {
+                            "endpoints" => "nodes",
+                            "slots_per_service" => "rollout_slots",
+                            "history_kept" => "history",
+                            "user" | "password" => "username",
+                            other => other,
+                        };
+                        deployer_http::ConfigError::new(format!("etcd.{key}"), e.problem)
+                    }),
+                );
                 Some(config)
             }
         };

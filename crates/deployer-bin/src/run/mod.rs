@@ -25,11 +25,12 @@ pub use adapters::AdapterConfigs;
 use crate::config::{self, LogFormat, Overrides, ProcessEnv, Settings};
 use crate::exit::Exit;
 
-/// Loads and validates everything `run` needs, without binding or connecting anything.
+/// Loads and validates everything `run` needs, without binding or connecting anything:
+/// the config, the adapters' own checks, and the registry credentials file.
 pub fn load(
     path: Option<&Path>,
     overrides: &Overrides,
-) -> Result<(Settings, AdapterConfigs), Exit> {
+) -> Result<(Settings, AdapterConfigs, Credentials), Exit> {
     let (file, settings) = match path {
         Some(path) => (
             path.display().to_string(),
@@ -42,7 +43,19 @@ pub fn load(
     };
     let settings = settings.map_err(Exit::config)?;
     let adapters = AdapterConfigs::new(&settings, &file).map_err(Exit::config)?;
-    Ok((settings, adapters))
+    let credentials = match &settings.docker.config {
+        Some(path) => Credentials::from_file(path.clone()),
+        None => Credentials::from_env(&deployer_docker::ProcessEnv),
+    };
+    credentials.validate().map_err(|e| {
+        Exit::config(config::ConfigErrors(vec![config::ConfigError {
+            file,
+            position: None,
+            key: "docker.config".to_owned(),
+            problem: error_chain(&e),
+        }]))
+    })?;
+    Ok((settings, adapters, credentials))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -51,8 +64,11 @@ pub async fn run(
     overrides: &Overrides,
     log: Option<LogFormat>,
 ) -> Result<(), Exit> {
-    let (settings, adapters) = load(path, overrides)?;
+    let (settings, adapters, credentials) = load(path, overrides)?;
     logging::init(log.unwrap_or(settings.log_format));
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     tracing::info!(node = %settings.node, services = settings.services.len(), "starting deployer {}", env!("CARGO_PKG_VERSION"));
 
     let unavailable = |what: &str, e: &dyn std::error::Error| {
@@ -64,13 +80,6 @@ pub async fn run(
     )
     .await
     .map_err(|e| unavailable("Docker engine", &e))?;
-    let credentials = match &settings.docker.config {
-        Some(path) => Credentials::from_file(path.clone()),
-        None => Credentials::from_env(&deployer_docker::ProcessEnv),
-    };
-    credentials
-        .validate()
-        .map_err(|e| Exit::usage(anyhow!("docker.config: {}", error_chain(&e))))?;
     let images = Arc::new(DockerImageSource::new(docker.clone(), credentials));
     let mut switcher_config = SwitcherConfig::default();
     if let Some(scope) = &settings.docker.scope {
@@ -159,7 +168,6 @@ pub async fn run(
         metrics.clone(),
     )
     .map_err(|e| unavailable("webhook listener", &e))?;
-    tracing::info!(addr = %webhooks.local_addr(), path = %settings.webhooks.path, "webhooks listening");
     driver = driver.with_trigger(Arc::new(webhooks));
     let poll_config = adapters.poll.unwrap_or_default();
     if let Some(poll) = &adapters.poll {

@@ -36,6 +36,7 @@ pub fn target(image: &ImageRef, n: u8, revision: u64) -> Target {
         event_time: None,
         callback_url: None,
         previous: Vec::new(),
+        failed: Vec::new(),
         halted: None,
     }
 }
