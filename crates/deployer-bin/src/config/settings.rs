@@ -8,6 +8,7 @@ use deployer_core::ServiceSpec;
 
 pub use super::raw::LogFormat;
 use super::secret::Secret;
+pub use deployer_http::hooks::Sender;
 
 /// Everything the daemon needs, valid as a whole.
 #[derive(Debug, Clone)]
@@ -49,37 +50,6 @@ pub struct WebhookSettings {
     pub body_limit: usize,
     /// Configured senders.
     pub hooks: Vec<HookSettings>,
-}
-
-/// A webhook sender.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Sender {
-    /// Docker Hub repository webhooks.
-    DockerHub,
-    /// Docker Registry (distribution) notifications.
-    Registry,
-    /// GitHub `package` / `registry_package` events.
-    GitHub,
-    /// Quay `repo_push`.
-    Quay,
-    /// Harbor `PUSH_ARTIFACT`.
-    Harbor,
-    /// `{"image": ..., "digest": ...}`.
-    Generic,
-}
-
-impl Sender {
-    /// The config key and endpoint name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::DockerHub => "dockerhub",
-            Self::Registry => "registry",
-            Self::GitHub => "github",
-            Self::Quay => "quay",
-            Self::Harbor => "harbor",
-            Self::Generic => "generic",
-        }
-    }
 }
 
 /// One enabled webhook endpoint.

@@ -231,7 +231,7 @@ impl Validator<'_> {
         let mut hooks = Vec::new();
         for (sender, hook) in senders {
             let Some(hook) = hook else { continue };
-            let base = format!("webhooks.{}", sender.name());
+            let base = format!("webhooks.{}", sender.as_str());
             let (field, given, wrong) = match sender {
                 Sender::GitHub => ("secret", &hook.secret, &hook.token),
                 _ => ("token", &hook.token, &hook.secret),
@@ -240,7 +240,7 @@ impl Validator<'_> {
                 let other = if field == "secret" { "token" } else { "secret" };
                 self.problem(
                     format!("{base}.{other}"),
-                    format!("{} signs with a {field}, not a {other}", sender.name()),
+                    format!("{} signs with a {field}, not a {other}", sender.as_str()),
                 );
             }
             let key = format!("{base}.{field}");

@@ -8,9 +8,8 @@ use deployer_http::config::{
     AdminConfig, DockerHubCallbackConfig, EndpointConfig, PollConfig, SlackConfig, WebhookConfig,
     WebhookNotifierConfig, validate_admin_exposure,
 };
-use deployer_http::hooks::Sender as HookSender;
 
-use crate::config::{ConfigError, ConfigErrors, CoordinatorSettings, Sender, Settings};
+use crate::config::{ConfigError, ConfigErrors, CoordinatorSettings, Settings};
 
 /// Everything the adapters need, built from validated settings.
 #[derive(Debug, Clone)]
@@ -57,7 +56,7 @@ impl AdapterConfigs {
         };
         let mut callback = None;
         for hook in &settings.webhooks.hooks {
-            let endpoint = webhooks.endpoint_mut(sender(hook.sender));
+            let endpoint = webhooks.endpoint_mut(hook.sender);
             *endpoint = EndpointConfig {
                 secret: hook.secret.as_ref().map(|s| s.expose().to_owned().into()),
                 insecure: hook.insecure,
@@ -175,17 +174,6 @@ impl AdapterConfigs {
         } else {
             Err(ConfigErrors(errors))
         }
-    }
-}
-
-fn sender(sender: Sender) -> HookSender {
-    match sender {
-        Sender::DockerHub => HookSender::DockerHub,
-        Sender::Registry => HookSender::Registry,
-        Sender::GitHub => HookSender::GitHub,
-        Sender::Quay => HookSender::Quay,
-        Sender::Harbor => HookSender::Harbor,
-        Sender::Generic => HookSender::Generic,
     }
 }
 
