@@ -340,6 +340,16 @@ impl EtcdConfig {
         let max = self.max_retry_delay.max(self.retry_delay);
         Backoff::new(self.retry_delay, max, u32::MAX).unwrap_or_default()
     }
+
+    /// Reconnection delays for keeping the lease alive: never more than a third of the TTL.
+    /// After an outage etcd restores the lease with its full TTL; a keeper still waiting out a
+    /// long backoff would let it expire, dropping this host's slots and endpoints (and letting
+    /// another host take a slot this one still uses).
+    pub(crate) fn lease_backoff(&self) -> Backoff {
+        let cap = (self.lease_ttl / 3).max(Duration::from_millis(100));
+        let first = self.retry_delay.min(cap);
+        Backoff::new(first, cap, u32::MAX).unwrap_or_default()
+    }
 }
 
 /// Why `node` cannot be a key segment, if it cannot.
@@ -424,6 +434,21 @@ mod tests {
             EtcdConfig::default().with_retry_delay(Duration::from_secs(30), Duration::from_secs(1));
         config.validate().unwrap();
         assert_eq!(config.backoff().delay(5), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_lease_is_retried_well_within_its_ttl() {
+        let config = EtcdConfig::default()
+            .with_lease_ttl(Duration::from_secs(3))
+            .with_retry_delay(Duration::from_millis(500), Duration::from_secs(10));
+        let backoff = config.lease_backoff();
+        let longest = (1..50).map(|n| backoff.delay(n)).max().unwrap();
+        assert_eq!(longest, Duration::from_secs(1));
+        assert_eq!(
+            config.backoff().delay(10),
+            Duration::from_secs(10),
+            "other retries keep theirs"
+        );
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl EtcdCoordinator {
             store: store.clone(),
             rules: rules.clone(),
             ttl,
-            backoff: config.backoff(),
+            backoff: config.lease_backoff(),
             registry: registry.clone(),
             current: lease_tx,
             restore: restore.clone(),

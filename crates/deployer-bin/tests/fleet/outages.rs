@@ -157,18 +157,14 @@ async fn etcd_killed_during_a_rollout_and_restarted_the_fleet_converges() -> any
     fleet.verdict(outcome)
 }
 
-/// Known bugs found by the fleet tests, pinned down here until they are fixed (run with
-/// `--ignored`). After an etcd outage during a rollout:
-/// 1. the report of a host that finished while etcd was down is missing from the history
-///    (the driver's history task tries `Coordinator::record` once; the etcd coordinator fails
-///    at once with `Unavailable`, and the report is dropped);
-/// 2. that host's status in etcd stays at the last state written before the outage (the
-///    status publisher drops a failed write and nothing rewrites it);
-/// 3. every host loses its lease a TTL after etcd is back (etcd restored the leases, but the
-///    keep-alive reconnect backoff has grown past the TTL), so all lease-bound keys (hosts,
-///    endpoints, the slot of a host mid-switch) vanish until the hosts re-register.
+/// After an etcd outage during a rollout nothing is lost:
+/// 1. the report of a host that finished while etcd was down reaches the history (the history
+///    writer retries with backoff);
+/// 2. that host's status in etcd catches up (the status publisher retries the newest status);
+/// 3. no host loses its lease once etcd is back (the keep-alive retries within a third of the
+///    TTL, so the lease etcd restored is renewed in time): hosts, endpoints and the slot of a
+///    host mid-switch stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bugs: reports, statuses and leases lost across an etcd outage (see the doc comment)"]
 async fn etcd_outage_loses_no_report_status_or_lease() -> anyhow::Result<()> {
     let (mut fleet, _v1) =
         Fleet::start("fleet-etcd-loss", App::http("v1"), Duration::from_secs(10)).await?;

@@ -121,10 +121,7 @@ impl ReportHub {
         tasks.spawn(async move {
             while let Some(report) = q.pop().await {
                 if report.outcome.is_final() {
-                    let recorded = tokio::time::timeout(RECORD_TIMEOUT, coordinator.record(&report)).await;
-                    if !matches!(recorded, Ok(Ok(()))) {
-                        tracing::warn!(service = %report.service, "could not record the report in history");
-                    }
+                    record(coordinator.as_ref(), &report, &q).await;
                 }
             }
         });
@@ -174,44 +171,91 @@ impl StatusPublisher {
         };
         let me = this.clone();
         tasks.spawn(async move {
+            let mut failures = 0;
             loop {
                 let notified = me.ready.notified();
-                let batch =
-                    std::mem::take(&mut *me.dirty.lock().unwrap_or_else(PoisonError::into_inner));
+                let batch = std::mem::take(&mut *me.dirty());
+                let mut failed = Vec::new();
                 for status in batch.into_values() {
                     let sent =
                         tokio::time::timeout(RECORD_TIMEOUT, coordinator.report_status(&status))
                             .await;
                     if !matches!(sent, Ok(Ok(()))) {
-                        tracing::debug!(service = %status.service, "could not report status");
+                        failed.push(status);
                     }
                 }
-                if me.closed.load(Ordering::Acquire)
-                    && me
-                        .dirty
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .is_empty()
-                {
+                let closed = me.closed.load(Ordering::Acquire);
+                if failed.is_empty() {
+                    failures = 0;
+                } else {
+                    failures += 1;
+                    tracing::debug!(failed = failed.len(), "could not report statuses; retrying");
+                    // Put them back unless a newer status of the same service arrived meanwhile.
+                    let mut dirty = me.dirty();
+                    for status in failed {
+                        dirty.entry(status.service.clone()).or_insert(status);
+                    }
+                }
+                if closed && (failures == 0 || me.dirty().is_empty()) {
                     return;
                 }
-                notified.await;
+                if failures == 0 {
+                    notified.await;
+                } else if closed {
+                    // One last try after a pause; the driver bounds how long it waits for us.
+                    tokio::time::sleep(retry_delay(failures)).await;
+                } else {
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep(retry_delay(failures)) => {}
+                    }
+                }
             }
         });
         this
     }
 
     pub(crate) fn publish(&self, status: ServiceStatus) {
-        self.dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(status.service.clone(), status);
+        self.dirty().insert(status.service.clone(), status);
         self.ready.notify_one();
+    }
+
+    fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeMap<ServiceName, ServiceStatus>> {
+        self.dirty.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.ready.notify_one();
+    }
+}
+
+/// Pause before retry `n` of a coordinator write: 1 s doubling to 30 s, so a coordinator that
+/// is down (etcd restarting) gets every record once it is back.
+fn retry_delay(n: u32) -> Duration {
+    Duration::from_secs(1 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// Records a report in the history, retrying until it lands or the hub closes (then one
+/// last attempt): a report finished while etcd was away still reaches the history.
+async fn record(
+    coordinator: &dyn Coordinator,
+    report: &DeployReport,
+    queue: &Queue<Arc<DeployReport>>,
+) {
+    let mut attempt = 0;
+    loop {
+        let recorded = tokio::time::timeout(RECORD_TIMEOUT, coordinator.record(report)).await;
+        if matches!(recorded, Ok(Ok(()))) {
+            return;
+        }
+        attempt += 1;
+        if queue.closed.load(Ordering::Acquire) && attempt > 1 {
+            tracing::warn!(service = %report.service, "could not record the report in history before stopping");
+            return;
+        }
+        tracing::debug!(service = %report.service, attempt, "could not record the report in history; retrying");
+        tokio::time::sleep(retry_delay(attempt)).await;
     }
 }
 
