@@ -1,0 +1,194 @@
+//! Carrying out a plan step by step, and taking each step's result (probing included).
+
+use super::*;
+
+impl Machine {
+    pub(super) fn execute(
+        &mut self,
+        now: Instant,
+        kind: PlanKind,
+        actions: VecDeque<Action>,
+        fx: &mut Vec<Effect>,
+    ) {
+        self.phase = Phase::Executing(Box::new(Plan {
+            kind,
+            actions,
+            probe: None,
+            abort: None,
+        }));
+        self.advance(now, fx);
+    }
+
+    /// Starts the next step of the plan, or finishes it.
+    pub(super) fn advance(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let Phase::Executing(plan) = &mut self.phase else {
+            return;
+        };
+        // An abort asked for while a step ran still applies, unless the candidate has meanwhile
+        // taken traffic: then the rollout finishes.
+        if let Some(why) = plan.abort.take()
+            && self.request_abort(now, why, fx)
+        {
+            return;
+        }
+        let Phase::Executing(plan) = &mut self.phase else {
+            return;
+        };
+        let op = match plan.actions.front() {
+            None => return self.finish_plan(now, fx),
+            Some(Action::Journal(entry)) => Op::Journal(entry.clone()),
+            Some(Action::Start(spec)) => Op::Start(spec.clone()),
+            Some(Action::Probe(id)) => {
+                plan.probe = Some(ProbeState {
+                    id: *id,
+                    deadline: now + self.spec.health().deadline(),
+                    successes: 0,
+                    waiting: false,
+                });
+                Op::Probe(*id)
+            }
+            Some(Action::Promote(id)) => Op::Promote(*id),
+            Some(Action::Retire(id)) => Op::Retire(*id),
+            Some(Action::Remove(id)) => Op::Remove(*id),
+            Some(Action::Halt { target, reason }) => Op::Halt {
+                target: target.clone(),
+                reason: reason.clone(),
+            },
+        };
+        self.run_op(op, fx);
+    }
+
+    pub(super) fn on_step_result(
+        &mut self,
+        now: Instant,
+        mut plan: Box<Plan>,
+        result: OpResult,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(action) = plan.actions.front().cloned() else {
+            self.phase = Phase::Executing(plan);
+            return;
+        };
+        let mut warning = None;
+        // (reason, whether the build itself is to blame)
+        let failure: Option<(String, bool)> = match (&action, result) {
+            (Action::Journal(entry), OpResult::Journaled(Ok(()))) => {
+                self.journaled = true;
+                self.live = entry.live.clone();
+                self.next_generation = self.next_generation.max(entry.next_generation);
+                None
+            }
+            (Action::Start(spec), OpResult::Started(Ok(()))) => {
+                self.model.set(spec, Status::Running);
+                None
+            }
+            (Action::Start(spec), OpResult::Started(Err(e))) => {
+                // A container may exist half-made; keep it in the model so undoing removes it.
+                self.model.set(spec, Status::Stopped);
+                Some((format!("starting {} failed: {e}", spec.id), true))
+            }
+            (Action::Probe(id), OpResult::Probed(health)) => {
+                let id = *id;
+                let Some(probe) = plan.probe.as_mut() else {
+                    self.phase = Phase::Executing(plan);
+                    return;
+                };
+                match health {
+                    Ok(Health::Healthy) => {
+                        probe.successes += 1;
+                        if probe.successes < self.spec.health().healthy_threshold() {
+                            let at = now + self.spec.health().interval();
+                            probe.waiting = true;
+                            self.phase = Phase::Executing(plan);
+                            return self.wake_at(at, fx);
+                        }
+                        plan.probe = None;
+                        self.model.update(id, Status::Healthy);
+                        None
+                    }
+                    Ok(Health::Exited(e)) => {
+                        plan.probe = None;
+                        self.model.update(id, Status::Stopped);
+                        Some((format!("{id} exited: {e}"), true))
+                    }
+                    Ok(Health::Unhealthy(e)) | Err(e) => {
+                        probe.successes = 0;
+                        if now >= probe.deadline {
+                            plan.probe = None;
+                            Some((
+                                format!(
+                                    "{id} not healthy within {:?}: {e}",
+                                    self.spec.health().deadline()
+                                ),
+                                true,
+                            ))
+                        } else {
+                            let at = (now + self.spec.health().interval()).min(probe.deadline);
+                            probe.waiting = true;
+                            self.phase = Phase::Executing(plan);
+                            return self.wake_at(at, fx);
+                        }
+                    }
+                }
+            }
+            (Action::Promote(id), OpResult::Promoted(Ok(()))) => {
+                self.model.update(*id, Status::Serving);
+                None
+            }
+            (Action::Promote(id), OpResult::Promoted(Err(e))) => {
+                Some((format!("promoting {id} failed: {e}"), false))
+            }
+            (Action::Retire(id), OpResult::Retired(Ok(cut))) => {
+                self.model.update(*id, Status::Stopped);
+                if let Some(run) = &mut self.run {
+                    run.cut += cut;
+                }
+                None
+            }
+            (Action::Retire(id), OpResult::Retired(Err(e))) => {
+                // Out of traffic or not, the following remove stops it; a stuck old container
+                // must not fail a deploy whose new generation already serves.
+                self.model.update(*id, Status::Running);
+                let w = format!("retiring {id} failed: {e}");
+                self.dirty = Some(w.clone());
+                warning = Some(w);
+                None
+            }
+            (Action::Remove(id), OpResult::Removed(Ok(()))) => {
+                self.model.remove(*id);
+                None
+            }
+            (Action::Remove(id), OpResult::Removed(Err(e))) => {
+                let w = format!("removing {id} failed: {e}");
+                self.dirty = Some(w.clone());
+                warning = Some(w);
+                None
+            }
+            (Action::Halt { .. }, OpResult::Halted(r)) => {
+                warning = r
+                    .err()
+                    .map(|e| format!("could not halt the rollout cluster-wide: {e}"));
+                None
+            }
+            (Action::Journal(_), OpResult::Journaled(Err(e))) => {
+                Some((format!("journal write failed: {e}"), false))
+            }
+            // A result that does not belong to the step: keep waiting for the right one.
+            _ => {
+                self.phase = Phase::Executing(plan);
+                return;
+            }
+        };
+        if let (Some(w), Some(run)) = (warning, &mut self.run) {
+            run.warnings.push(w);
+        }
+        match failure {
+            None => {
+                plan.actions.pop_front();
+                self.phase = Phase::Executing(plan);
+                self.advance(now, fx);
+            }
+            Some((reason, blame_build)) => self.plan_failed(now, plan, reason, blame_build, fx),
+        }
+    }
+}
