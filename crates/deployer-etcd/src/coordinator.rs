@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     keeper: StdMutex<Option<JoinHandle<()>>>,
     /// Makes history keys unique within this process.
     pub(crate) history_seq: AtomicU64,
+    /// Where each target watch stands (first revision not yet delivered); dropped watches
+    /// leave dead references, pruned on read.
+    watches: StdMutex<Vec<std::sync::Weak<std::sync::atomic::AtomicI64>>>,
 }
 
 impl Shared {
@@ -152,6 +155,7 @@ impl EtcdCoordinator {
                 shutdown,
                 keeper: StdMutex::new(Some(keeper)),
                 history_seq: AtomicU64::new(0),
+                watches: StdMutex::default(),
             }),
         })
     }
@@ -186,6 +190,26 @@ impl EtcdCoordinator {
     /// The key layout, for tools that read etcd directly.
     pub fn keys(&self) -> &Keys {
         &self.shared.keys
+    }
+
+    /// For each open target watch, the revision up to which it has delivered everything: where
+    /// it resumes after a reconnect. Progress notifications move it even while no target
+    /// changes, so a watch idle through a compaction resumes without a full re-read.
+    pub fn watch_positions(&self) -> Vec<Revision> {
+        let mut watches = self
+            .shared
+            .watches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        watches.retain(|w| w.strong_count() > 0);
+        watches
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|next| {
+                let next = next.load(std::sync::atomic::Ordering::Relaxed);
+                Revision(u64::try_from(next.saturating_sub(1)).unwrap_or(0))
+            })
+            .collect()
     }
 
     /// The id of the lease this host's lease-bound keys live under, `None` while a lost
@@ -242,13 +266,19 @@ impl Coordinator for EtcdCoordinator {
 
     async fn watch(&self, after: Revision) -> Result<TargetWatch, CoordinatorError> {
         self.shared.check_open()?;
-        Ok(target_watch::spawn(
+        let (watch, position) = target_watch::spawn(
             self.shared.store.clone(),
             self.shared.keys.targets(),
             etcd_revision(after),
             self.shared.config.backoff(),
             self.shared.shutdown.subscribe(),
-        ))
+        );
+        self.shared
+            .watches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::downgrade(&position));
+        Ok(watch)
     }
 
     async fn halt(

@@ -9,6 +9,8 @@
 //! `next`, the watch is cancelled with `compact_revision`; the task then reads every target
 //! afresh, sends [`WatchEvent::Resync`], and watches from that read's revision + 1.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use deployer_core::Backoff;
@@ -38,23 +40,28 @@ pub(crate) async fn read_targets(
 }
 
 /// Starts a watch of the targets under `prefix`, delivering changes after revision `after`.
+/// Also returns the watch's position (the first revision not yet delivered), for
+/// [`crate::EtcdCoordinator::watch_positions`].
 pub(crate) fn spawn(
     store: Store,
     prefix: String,
     after: i64,
     backoff: Backoff,
     shutdown: watch::Receiver<bool>,
-) -> TargetWatch {
+) -> (TargetWatch, Arc<AtomicI64>) {
     let (events, receiver) = mpsc::channel(WATCH_BUFFER);
+    let next = after.saturating_add(1);
+    let position = Arc::new(AtomicI64::new(next));
     let task = WatchTask {
         store,
         prefix,
         backoff,
         events,
-        next: after.saturating_add(1),
+        next,
+        position: position.clone(),
     };
     tokio::spawn(task.run(shutdown));
-    TargetWatch::new(receiver)
+    (TargetWatch::new(receiver), position)
 }
 
 /// Why one watch stream ended.
@@ -76,9 +83,17 @@ struct WatchTask {
     events: mpsc::Sender<WatchEvent>,
     /// First revision not yet delivered.
     next: i64,
+    /// `next`, published for diagnostics (and for tests that wait on a watch's progress).
+    position: Arc<AtomicI64>,
 }
 
 impl WatchTask {
+    /// Moves the position forward (never back).
+    fn advance(&mut self, next: i64) {
+        self.next = self.next.max(next);
+        self.position.store(self.next, Ordering::Relaxed);
+    }
+
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut attempt = 0;
         let mut resync = false;
@@ -132,7 +147,7 @@ impl WatchTask {
                 {
                     return Ended::ReaderGone;
                 }
-                self.next = i64::try_from(read_at).unwrap_or(i64::MAX).saturating_add(1);
+                self.advance(i64::try_from(read_at).unwrap_or(i64::MAX).saturating_add(1));
                 Ended::Resynced
             }
             Err(e) => Ended::Broken(e.to_string()),
@@ -216,9 +231,7 @@ impl WatchTask {
             // than its header. The creation message promises nothing of the kind: events
             // from before it may still follow when the watch started in the past.
             if !response.created() {
-                self.next = self
-                    .next
-                    .max(header_revision(response.header()).saturating_add(1));
+                self.advance(header_revision(response.header()).saturating_add(1));
             }
             return None;
         }
@@ -239,7 +252,7 @@ impl WatchTask {
                     tracing::warn!(key = %key_text(kv), "a target was deleted from etcd; ignored");
                 }
             }
-            self.next = self.next.max(kv.mod_revision().saturating_add(1));
+            self.advance(kv.mod_revision().saturating_add(1));
         }
         None
     }

@@ -10,6 +10,7 @@ pub mod images;
 pub mod net;
 pub mod registry;
 pub mod sweep;
+pub mod wait;
 
 pub use images::{App, ImageSpec, docker};
 pub use registry::{Registry, RegistryOptions};

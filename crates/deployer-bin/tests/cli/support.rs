@@ -1,6 +1,5 @@
 //! Running the binary, daemons that show their log when a test fails, polling with deadlines.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -160,39 +159,7 @@ impl Drop for Daemon {
     }
 }
 
-/// Waits until `check` returns `Some`, polling every 100 ms; fails after `limit` naming
-/// `what` never happened, or at once when `check` fails (a dead daemon is not worth
-/// waiting for; checks turn transient errors into `None` themselves).
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check()
-            .await
-            .with_context(|| format!("waiting for {what}"))?
-        {
-            return Ok(value);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{what} never happened within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Bounds a future that could hang, naming what deadlocked.
-pub async fn bounded<T>(
-    limit: Duration,
-    what: &str,
-    future: impl Future<Output = T>,
-) -> anyhow::Result<T> {
-    tokio::time::timeout(limit, future)
-        .await
-        .with_context(|| format!("deadlock: {what} did not finish within {limit:?}"))
-}
+pub use deployer_testkit::wait::{bounded, try_eventually as eventually};
 
 /// The body of `GET http://ADDR/`, failing on a non-200 answer.
 pub async fn get(addr: &str) -> anyhow::Result<String> {

@@ -10,7 +10,7 @@ use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::wait::eventually;
+use deployer_testkit::wait::eventually;
 
 /// The generic webhook's bearer token (given to the agents through their environment).
 pub const HOOK_TOKEN: &str = "fleet-test-hook-token-0123456789";

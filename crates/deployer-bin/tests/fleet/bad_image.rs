@@ -7,13 +7,13 @@ use anyhow::ensure;
 use deployer_testkit::App;
 
 use crate::fleet::{AGENTS, Fleet};
-use crate::wait::{bounded, eventually};
+use deployer_testkit::wait::{eventually, scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_image_stops_after_the_first_host() -> anyhow::Result<()> {
     // A short probe deadline: the bad build fails fast; the good one is healthy at once.
     let (fleet, v1) = Fleet::start("fleet-bad", App::http("v1"), Duration::from_secs(3)).await?;
-    let outcome = bounded(Duration::from_secs(120), "a bad rollout", async {
+    let outcome = scenario(Duration::from_secs(120), "a bad rollout", async {
         let creations = fleet.record_creations();
         let bad = fleet.release("bad", App::NeverHealthy, 2).await?;
 

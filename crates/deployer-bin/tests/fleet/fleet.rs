@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::agent::{Agent, AgentSettings, SERVICE, short};
-use crate::wait::eventually;
+use deployer_testkit::wait::eventually;
 
 /// Agents in the fleet.
 pub const AGENTS: usize = 3;

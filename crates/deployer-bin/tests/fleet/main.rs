@@ -18,4 +18,3 @@ mod fleet;
 mod outages;
 mod rollout;
 mod timeline;
-mod wait;

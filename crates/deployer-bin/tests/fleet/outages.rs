@@ -8,7 +8,7 @@ use deployer_testkit::App;
 
 use crate::fleet::{AGENTS, Fleet};
 use crate::timeline;
-use crate::wait::{bounded, eventually};
+use deployer_testkit::wait::{eventually, scenario};
 
 /// How long the new build sleeps before serving: keeps a host switching long enough to be
 /// caught in the act.
@@ -100,7 +100,7 @@ async fn roll_out_across_an_etcd_outage(fleet: &mut Fleet) -> anyhow::Result<Out
 async fn etcd_killed_during_a_rollout_and_restarted_the_fleet_converges() -> anyhow::Result<()> {
     let (mut fleet, _v1) =
         Fleet::start("fleet-etcd-down", App::http("v1"), Duration::from_secs(10)).await?;
-    let outcome = bounded(
+    let outcome = scenario(
         Duration::from_secs(150),
         "a rollout across an etcd outage",
         async {
@@ -168,7 +168,7 @@ async fn etcd_killed_during_a_rollout_and_restarted_the_fleet_converges() -> any
 async fn etcd_outage_loses_no_report_status_or_lease() -> anyhow::Result<()> {
     let (mut fleet, _v1) =
         Fleet::start("fleet-etcd-loss", App::http("v1"), Duration::from_secs(10)).await?;
-    let outcome = bounded(
+    let outcome = scenario(
         Duration::from_secs(150),
         "a rollout across an etcd outage",
         async {
@@ -225,7 +225,7 @@ async fn an_agent_killed_mid_switch_frees_its_slot_and_recovers_to_one_generatio
 -> anyhow::Result<()> {
     let (mut fleet, _v1) =
         Fleet::start("fleet-agent-down", App::http("v1"), Duration::from_secs(10)).await?;
-    let outcome = bounded(
+    let outcome = scenario(
         Duration::from_secs(150),
         "a rollout across an agent crash",
         async {

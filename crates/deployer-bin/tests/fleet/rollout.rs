@@ -8,7 +8,7 @@ use deployer_testkit::App;
 
 use crate::fleet::{AGENTS, Fleet};
 use crate::timeline;
-use crate::wait::{bounded, eventually};
+use deployer_testkit::wait::{eventually, scenario};
 
 /// Bound on one scenario, after the fleet is up.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -17,7 +17,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 async fn a_webhook_to_one_agent_switches_all_three_one_at_a_time() -> anyhow::Result<()> {
     let (fleet, _v1) =
         Fleet::start("fleet-webhook", App::http("v1"), Duration::from_secs(10)).await?;
-    let outcome = bounded(LIMIT, "a fleet rollout", async {
+    let outcome = scenario(LIMIT, "a fleet rollout", async {
         let before = fleet.revision().await?;
         let v2 = fleet.release("v2", App::http("v2"), 1).await?;
 
@@ -51,7 +51,7 @@ async fn a_webhook_to_one_agent_switches_all_three_one_at_a_time() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_digest_after_a_newer_one_changes_nothing() -> anyhow::Result<()> {
     let (fleet, v1) = Fleet::start("fleet-stale", App::http("v1"), Duration::from_secs(10)).await?;
-    let outcome = bounded(LIMIT, "a stale announcement", async {
+    let outcome = scenario(LIMIT, "a stale announcement", async {
         let v2 = fleet.release("v2", App::http("v2"), 0).await?;
         fleet.all_live(&v2, Duration::from_secs(60)).await?;
         fleet.expect_outcomes(&v2, &fleet.all_succeeded()).await?;

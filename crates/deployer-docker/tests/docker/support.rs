@@ -1,6 +1,5 @@
 //! Helpers shared by the tests: test images, service specs, an HTTP client loop, polling.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,35 +44,7 @@ pub async fn tag_as(docker: &Docker, source: &str, tracked: &ImageRef) -> anyhow
     Ok(())
 }
 
-/// Waits until `check` returns `Some`, polling every 50 ms, failing after `limit` with
-/// `what` in the message.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Bounds a future that could hang, naming what deadlocked.
-pub async fn bounded<T>(
-    limit: Duration,
-    what: &str,
-    f: impl Future<Output = T>,
-) -> anyhow::Result<T> {
-    tokio::time::timeout(limit, f)
-        .await
-        .with_context(|| format!("deadlock: {what} did not finish within {limit:?}"))
-}
+pub use deployer_testkit::wait::{bounded, eventually};
 
 /// One HTTP/1.1 GET of `/` on an open connection; returns (status, body).
 pub async fn get(stream: &mut BufReader<TcpStream>, close: bool) -> anyhow::Result<(u16, String)> {
