@@ -17,6 +17,8 @@ fi
 sweep() {
   docker ps -aq --filter label=deployer.test | xargs -r docker rm -f -v >/dev/null 2>&1 || true
   docker images -q --filter label=deployer.test | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+  docker network ls -q --filter label=deployer.test | xargs -r docker network rm >/dev/null 2>&1 || true
+  docker volume ls -q --filter label=deployer.test | xargs -r docker volume rm >/dev/null 2>&1 || true
 }
 sweep
 trap sweep EXIT

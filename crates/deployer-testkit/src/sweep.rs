@@ -70,8 +70,9 @@ pub fn sweep_all() {
     remove_labelled(TEST_LABEL);
 }
 
-/// Force-removes containers, then images, carrying `label` (`key` or `key=value`), through the
-/// docker CLI: it works from `Drop`, inside or outside a runtime.
+/// Force-removes containers, then images, networks and volumes carrying `label` (`key` or
+/// `key=value`), through the docker CLI: it works from `Drop`, inside or outside a runtime.
+/// Networks and volumes go last: the engine refuses to remove them while a container uses them.
 fn remove_labelled(label: &str) {
     let list = |args: &[&str]| -> Vec<String> {
         Command::new("docker")
@@ -103,5 +104,14 @@ fn remove_labelled(label: &str) {
             .args(["rmi", "-f"])
             .args(&unique)
             .output();
+    }
+    for kind in ["network", "volume"] {
+        let names = list(&[kind, "ls", "-q", "--filter", &filter]);
+        if !names.is_empty() {
+            let _ = Command::new("docker")
+                .args([kind, "rm"])
+                .args(&names)
+                .output();
+        }
     }
 }
