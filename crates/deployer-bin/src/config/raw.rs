@@ -259,6 +259,8 @@ pub struct RawProxy {
     pub container_port: u16,
     pub protocol: Option<ProtocolKind>,
     pub max_surge: Option<u32>,
+    /// Threads of the proxy's own (0, the default: the daemon's runtime).
+    pub workers: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

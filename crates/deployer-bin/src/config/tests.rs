@@ -333,3 +333,22 @@ fn webhook_secrets_follow_the_endpoints_rules_with_the_configs_own_keys() {
     );
     assert!(check("[webhooks.github]\nsecret = \"any/characters+are=fine\"\n").is_ok());
 }
+
+#[test]
+fn a_proxy_can_have_threads_of_its_own() {
+    let text = |workers: u32| {
+        format!(
+            "[[service]]\nname = \"web\"\nimage = \"app\"\n[service.proxy]\nlisten = \"127.0.0.1:8080\"\ncontainer_port = 80\nworkers = {workers}\n"
+        )
+    };
+    let s = check(&text(2)).unwrap();
+    assert_eq!(
+        s.services[0].strategy().handover().map(|h| h.workers()),
+        Some(2)
+    );
+    let e = errors(&text(100));
+    assert_eq!(
+        e,
+        ["deployer.toml:7:11: service[0].proxy.workers: must be at most 64"]
+    );
+}

@@ -460,6 +460,7 @@ impl Validator<'_> {
                         protocol,
                         p.max_surge.unwrap_or(1),
                     )
+                    .and_then(|h| h.with_workers(p.workers.unwrap_or(0)))
                     .map_err(|e| (e.field.to_string(), e.problem))?,
                 )
             }

@@ -201,12 +201,13 @@ impl DockerSwitcher {
         if let Some(proxy) = self.proxy(service.name()) {
             return Ok(Some(proxy));
         }
-        let config = match handover.protocol() {
+        let mut config = match handover.protocol() {
             ProxyProtocol::Http => ProxyConfig::http(handover.listen())
                 .with_response_timeout(self.config.proxy_response_timeout),
             ProxyProtocol::Tcp => ProxyConfig::tcp(handover.listen()),
         }
         .with_connect_timeout(self.config.proxy_connect_timeout);
+        config.workers = handover.workers() as usize;
         let proxy = Proxy::bind(config)
             .await
             .map_err(|source| DockerError::Proxy {
