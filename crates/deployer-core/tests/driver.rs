@@ -346,9 +346,9 @@ async fn transient_fetch_failures_are_retried_with_backoff() {
     running.stop().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn shutdown_removes_a_candidate_that_never_took_traffic() {
-    let env = Env::new();
+/// Deploys build 1, then publishes build 2, which boots too slowly to ever be healthy here,
+/// and returns once its candidate is being probed.
+async fn v1_live_and_a_slow_v2_probing(env: &Env) -> Running {
     env.switcher.world().slow.insert(digest(2), 1000);
     let running = env.start(vec![handover("web", "demo/app:latest")], 4);
     env.publish("demo/app:latest", 1).await;
@@ -362,6 +362,13 @@ async fn shutdown_removes_a_candidate_that_never_took_traffic() {
             .any(|c| c.op == "probe" && c.instance == Some(id(2, 0)))
     })
     .await;
+    running
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_removes_a_candidate_that_never_took_traffic() {
+    let env = Env::new();
+    let running = v1_live_and_a_slow_v2_probing(&env).await;
     running.stop().await;
 
     {
@@ -409,19 +416,7 @@ async fn a_slow_notifier_never_delays_a_deploy() {
 async fn restart_after_a_crash_recovers_to_the_journaled_generation() {
     let journal = Arc::new(MemoryJournal::new());
     let env = Env::with_journal(journal.clone());
-    env.switcher.world().slow.insert(digest(2), 1000);
-    let running = env.start(vec![handover("web", "demo/app:latest")], 4);
-    env.publish("demo/app:latest", 1).await;
-    env.report("v1", is("web", Outcome::Succeeded)).await;
-    env.publish("demo/app:latest", 2).await;
-    until("the candidate to be probed", || {
-        let world = env.switcher.world();
-        world
-            .calls
-            .iter()
-            .any(|c| c.op == "probe" && c.instance == Some(id(2, 0)))
-    })
-    .await;
+    let running = v1_live_and_a_slow_v2_probing(&env).await;
     // Crash: the process dies without shutting down; its proxy's state is gone with it.
     running.task.abort();
     env.switcher.world().crash();
