@@ -3,6 +3,7 @@
 //! `status`, `rollback`, `history`, a never-healthy build (exit 2, rolled back), then
 //! SIGTERM while a slow build is probed (exit 0, candidate removed, old one kept).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,12 +13,13 @@ use deployer_testkit::net::free_port;
 use deployer_testkit::{Registry, RegistryOptions, Sweep};
 use serde_json::Value;
 
+use crate::common::service_section;
 use crate::support::{Daemon, Output, bounded, command, containers_of, eventually, get, output};
 
 /// The daemon's stop grace: deploys under way get this long after SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
 /// How long a candidate may take to become healthy.
-const HEALTH_DEADLINE: &str = "5s";
+const HEALTH_DEADLINE: Duration = Duration::from_secs(5);
 /// Read from the daemon's config by the CLI too (`--config`), through the environment.
 const TOKEN_VAR: &str = "CLI_E2E_ADMIN_TOKEN";
 const TOKEN: &str = "cli-e2e-admin-token-5c0ffee";
@@ -86,11 +88,8 @@ fn progress(stdout: &str) -> Vec<&str> {
 }
 
 fn config(dir: &Path, sweep: &Sweep, service: &str, image: &str) -> String {
-    let labels: Vec<String> = sweep
-        .labels()
-        .into_iter()
-        .map(|(k, v)| format!("{k:?} = {v:?}"))
-        .collect();
+    let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let service = service_section(service, image, &sweep.labels(), proxy, HEALTH_DEADLINE);
     format!(
         r#"node = "cli-e2e"
 shutdown_grace = "{grace}s"
@@ -109,22 +108,7 @@ journal = "{journal}"
 # Resolve the tracked tag at start: v1 deploys without a push.
 on_start = true
 
-[[service]]
-name = "{service}"
-image = "{image}"
-labels = {{ {labels} }}
-
-[service.proxy]
-listen = "127.0.0.1:{proxy}"
-container_port = {port}
-
-[service.health]
-kind = "http"
-path = "/health"
-interval = "100ms"
-timeout = "1s"
-deadline = "{HEALTH_DEADLINE}"
-
+{service}
 [service.timeouts]
 fetch = "30s"
 start = "20s"
@@ -135,9 +119,6 @@ drain = "2s"
         webhooks = free_port(),
         admin = free_port(),
         journal = dir.join("journal.redb").display(),
-        labels = labels.join(", "),
-        proxy = free_port(),
-        port = images::HTTP_PORT,
     )
 }
 

@@ -6,6 +6,8 @@
 //! - `end_to_end`: a real daemon, Docker engine and registry driven through the CLI: deploy,
 //!   status, rollback, history, a failed deploy, JSON logs, and SIGTERM during a deploy.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod config_check;
 mod end_to_end;
 mod offline;

@@ -12,6 +12,8 @@ use tokio::process::{Child, Command};
 
 use deployer_testkit::wait::eventually;
 
+use crate::common::service_section;
+
 /// The generic webhook's bearer token (given to the agents through their environment).
 pub const HOOK_TOKEN: &str = "fleet-test-hook-token-0123456789";
 const HOOK_TOKEN_ENV: &str = "FLEET_TEST_HOOK_TOKEN";
@@ -55,11 +57,13 @@ impl Agent {
         let home = dir.join(node);
         std::fs::create_dir_all(&home)?;
         let (admin, webhooks, proxy) = (free_addr(), free_addr(), free_addr());
-        let labels: Vec<String> = settings
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k:?} = {v:?}"))
-            .collect();
+        let service = service_section(
+            SERVICE,
+            &settings.image,
+            &settings.labels,
+            proxy,
+            settings.health_deadline,
+        );
         let config = format!(
             r#"node = "{node}"
 coordinator = "etcd"
@@ -90,22 +94,7 @@ scope = "{node}"
 # The first build deploys at start, without a webhook.
 on_start = true
 
-[[service]]
-name = "{SERVICE}"
-image = "{image}"
-labels = {{ {labels} }}
-
-[service.proxy]
-listen = "{proxy}"
-container_port = {port}
-
-[service.health]
-kind = "http"
-path = "/health"
-interval = "100ms"
-timeout = "1s"
-deadline = "{deadline}ms"
-
+{service}
 [service.timeouts]
 drain = "2s"
 stop = "1s"
@@ -118,10 +107,6 @@ retries = 20
             etcd = settings.etcd,
             prefix = settings.prefix,
             journal = home.join("journal.redb").display(),
-            image = settings.image,
-            labels = labels.join(", "),
-            port = deployer_testkit::images::HTTP_PORT,
-            deadline = settings.health_deadline.as_millis(),
         );
         let config_path = home.join("deployer.toml");
         std::fs::write(&config_path, config)?;

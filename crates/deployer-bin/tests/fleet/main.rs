@@ -14,6 +14,8 @@
 
 mod agent;
 mod bad_image;
+#[path = "../common/mod.rs"]
+mod common;
 mod fleet;
 mod outages;
 mod rollout;
