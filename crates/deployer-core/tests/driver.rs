@@ -16,7 +16,9 @@ use deployer_core::service::{
 };
 use deployer_core::shutdown::{Shutdown, ShutdownHandle};
 use deployer_core::target::{PublishRequest, Source};
-use deployer_core::testing::{FakeImageSource, FakeSwitcher, RecordingNotifier, digest};
+use deployer_core::testing::{
+    FakeCoordinator, FakeImageSource, FakeSwitcher, RecordingNotifier, digest,
+};
 use deployer_core::{DeployReport, Outcome};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
@@ -533,102 +535,10 @@ async fn a_dead_live_container_is_restarted_by_the_periodic_resync() {
     running.stop().await;
 }
 
-/// A coordinator whose record and status writes fail while it is "down".
-struct Flaky {
-    inner: MemoryCoordinator,
-    down: std::sync::atomic::AtomicBool,
-}
-
-impl Flaky {
-    fn check(&self, operation: &'static str) -> Result<(), deployer_core::ports::CoordinatorError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(deployer_core::ports::CoordinatorError::Unavailable {
-                operation,
-                source: "down".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Coordinator for Flaky {
-    async fn publish(
-        &self,
-        r: PublishRequest,
-    ) -> Result<deployer_core::PublishOutcome, deployer_core::ports::CoordinatorError> {
-        self.inner.publish(r).await
-    }
-    async fn target(
-        &self,
-        i: &ImageRef,
-    ) -> Result<Option<deployer_core::Target>, deployer_core::ports::CoordinatorError> {
-        self.inner.target(i).await
-    }
-    async fn snapshot(
-        &self,
-    ) -> Result<deployer_core::ports::TargetSnapshot, deployer_core::ports::CoordinatorError> {
-        self.inner.snapshot().await
-    }
-    async fn watch(
-        &self,
-        after: deployer_core::Revision,
-    ) -> Result<deployer_core::ports::TargetWatch, deployer_core::ports::CoordinatorError> {
-        self.inner.watch(after).await
-    }
-    async fn halt(
-        &self,
-        i: &ImageRef,
-        d: &deployer_core::Digest,
-        h: deployer_core::target::Halt,
-    ) -> Result<(), deployer_core::ports::CoordinatorError> {
-        self.inner.halt(i, d, h).await
-    }
-    async fn acquire_slot(
-        &self,
-        s: &ServiceName,
-        t: &deployer_core::Target,
-    ) -> Result<deployer_core::ports::SlotGrant, deployer_core::ports::CoordinatorError> {
-        self.inner.acquire_slot(s, t).await
-    }
-    async fn release_slot(
-        &self,
-        s: deployer_core::ports::SlotLease,
-    ) -> Result<(), deployer_core::ports::CoordinatorError> {
-        self.inner.release_slot(s).await
-    }
-    async fn report_status(
-        &self,
-        s: &deployer_core::ServiceStatus,
-    ) -> Result<(), deployer_core::ports::CoordinatorError> {
-        self.check("report_status")?;
-        self.inner.report_status(s).await
-    }
-    async fn statuses(
-        &self,
-    ) -> Result<Vec<deployer_core::ServiceStatus>, deployer_core::ports::CoordinatorError> {
-        self.inner.statuses().await
-    }
-    async fn record(&self, r: &DeployReport) -> Result<(), deployer_core::ports::CoordinatorError> {
-        self.check("record")?;
-        self.inner.record(r).await
-    }
-    async fn history(
-        &self,
-        s: Option<&ServiceName>,
-        l: usize,
-    ) -> Result<Vec<DeployReport>, deployer_core::ports::CoordinatorError> {
-        self.inner.history(s, l).await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn reports_and_statuses_written_while_the_coordinator_is_down_arrive_once_it_is_back() {
     let env = Env::new();
-    let flaky = Arc::new(Flaky {
-        inner: MemoryCoordinator::new("node-a"),
-        down: std::sync::atomic::AtomicBool::new(true),
-    });
+    let flaky = Arc::new(FakeCoordinator::new("node-a"));
     let mut ports = env.ports();
     ports.coordinator = flaky.clone();
     let driver = Driver::new(
@@ -644,26 +554,32 @@ async fn reports_and_statuses_written_while_the_coordinator_is_down_arrive_once_
         digest(1),
         Source::new("test"),
     );
+    // The writes of history and statuses fail for a while, as when etcd is restarting.
+    flaky.fail_next("record", 4);
+    flaky.fail_next("report_status", 40);
     flaky.publish(request).await.unwrap();
     env.report("the deploy", is("web", Outcome::Succeeded))
         .await;
-    tokio::time::sleep(Duration::from_secs(120)).await;
     assert!(
-        flaky.inner.history(None, 10).await.unwrap().is_empty(),
-        "nothing written while down"
+        flaky.inner().history(None, 10).await.unwrap().is_empty(),
+        "the first write failed"
     );
 
-    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
     until("the report to reach the history", || {
-        futures_now(flaky.inner.history(None, 10)).is_some_and(|h| h.len() == 1)
+        futures_now(flaky.inner().history(None, 10)).is_some_and(|h| h.len() == 1)
     })
     .await;
     until("the status to be current", || {
-        futures_now(flaky.inner.statuses()).is_some_and(|s| {
+        futures_now(flaky.inner().statuses()).is_some_and(|s| {
             s.len() == 1 && s[0].state.as_str() == "idle" && s[0].live == Some(digest(1))
         })
     })
     .await;
+    let records = flaky.calls().iter().filter(|c| **c == "record").count();
+    assert!(
+        records >= 5,
+        "four failed writes, then the one that landed: {records}"
+    );
     fire.fire();
     within("the driver to shut down", task)
         .await

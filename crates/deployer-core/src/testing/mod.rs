@@ -4,11 +4,13 @@
 //! The fake switcher keeps a small simulated world of containers so that tests can assert on
 //! outcomes (what runs, what serves) and not only on calls.
 
+mod coordinator;
 mod image_source;
 mod notifier;
 mod switcher;
 mod trigger;
 
+pub use coordinator::FakeCoordinator;
 pub use image_source::FakeImageSource;
 pub use notifier::RecordingNotifier;
 pub use switcher::{Call, FakeInstance, FakeSwitcher, World};
