@@ -22,27 +22,6 @@ impl Shutdown {
         (ShutdownHandle { fire }, Shutdown { fired })
     }
 
-    /// A signal that fires when `future` completes.
-    pub fn from_future<F>(future: F) -> Shutdown
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let (handle, shutdown) = Self::new();
-        tokio::spawn(async move {
-            future.await;
-            handle.fire();
-        });
-        shutdown
-    }
-
-    /// A signal that never fires.
-    pub fn never() -> Shutdown {
-        let (handle, shutdown) = Self::new();
-        // Keeping the sender alive forever is what "never" means; it is one small allocation.
-        std::mem::forget(handle);
-        shutdown
-    }
-
     /// Whether it has fired.
     pub fn is_fired(&self) -> bool {
         *self.fired.borrow()

@@ -183,9 +183,8 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(images.resolves(), 2, "three queued ticks make one pass");
 
-        let again = trigger
-            .run(EventSink::new([], 1).0, Shutdown::never())
-            .await;
+        let (_keep, never) = Shutdown::new();
+        let again = trigger.run(EventSink::new([], 1).0, never).await;
         assert!(again.is_err(), "a trigger runs once");
 
         fire.fire();
