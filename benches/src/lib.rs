@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use deployer_core::ImageRef;
+use deployer_core::ports::{Fetched, Promoted, Removed, Retired, Started};
 use deployer_core::reconcile::{
     Effect, Generation, GenerationRef, Health, Input, InstanceId, JournalEntry, Machine, Observed,
     ObservedInstance, Op, OpId, OpResult, RunState, SlotOutcome,
@@ -106,7 +107,7 @@ pub fn run_to_rest(
 fn instant_success(op: &Op, machine: &Machine) -> OpResult {
     match op {
         Op::Admit => OpResult::Admitted,
-        Op::Fetch { .. } => OpResult::Fetched(Ok(())),
+        Op::Fetch { .. } => OpResult::Fetched(Ok(Fetched::Pulled)),
         Op::AcquireSlot { .. } => OpResult::Slot(Ok(SlotOutcome::Granted)),
         Op::Observe { .. } => {
             let spec = machine.spec();
@@ -127,11 +128,11 @@ fn instant_success(op: &Op, machine: &Machine) -> OpResult {
             OpResult::Observed(Ok((Observed { instances }, None)))
         }
         Op::Journal(_) => OpResult::Journaled(Ok(())),
-        Op::Start(_) => OpResult::Started(Ok(())),
+        Op::Start(_) => OpResult::Started(Ok(Started::Created)),
         Op::Probe(_) => OpResult::Probed(Ok(Health::Healthy)),
-        Op::Promote(_) => OpResult::Promoted(Ok(())),
-        Op::Retire(_) => OpResult::Retired(Ok(0)),
-        Op::Remove(_) => OpResult::Removed(Ok(())),
+        Op::Promote(_) => OpResult::Promoted(Ok(Promoted::Switched)),
+        Op::Retire(_) => OpResult::Retired(Ok(Retired::Stopped { cut: 0 })),
+        Op::Remove(_) => OpResult::Removed(Ok(Removed::Removed)),
         Op::Halt { .. } => OpResult::Halted(Ok(())),
     }
 }

@@ -122,8 +122,12 @@ pub enum ServiceState {
     RollingBack,
     /// Waiting to retry after a transient failure.
     Backoff,
-    /// Stopped trying the current target (it failed here or elsewhere).
+    /// The current target's build failed for this service (here or on another host) and is
+    /// halted for it.
     Halted,
+    /// Gave up on the current target without blaming the build (not found, not authorised,
+    /// retries used up).
+    Failed,
     /// Shut down.
     Stopped,
 }
@@ -144,6 +148,7 @@ impl ServiceState {
             Self::RollingBack => "rolling_back",
             Self::Backoff => "backoff",
             Self::Halted => "halted",
+            Self::Failed => "failed",
             Self::Stopped => "stopped",
         }
     }

@@ -271,7 +271,11 @@ async fn a_failing_probe_rolls_back_reports_it_and_halts_the_build() {
     }
     let image = "demo/app:latest".parse().unwrap();
     let target = env.coordinator.target(&image).await.unwrap().unwrap();
-    let halt = target.halted.expect("the build is halted for the fleet");
+    let halt = target
+        .halts
+        .first()
+        .cloned()
+        .expect("the build is halted for the fleet");
     assert_eq!(halt.node, "node-a");
     let status = running.handle.service("web").unwrap().status;
     assert_eq!(status.live, Some(digest(1)));

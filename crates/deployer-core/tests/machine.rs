@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deployer_core::image::ImageRef;
+use deployer_core::ports::{Fetched, Promoted, Removed, Retired, Started};
 use deployer_core::reconcile::{
     Effect, Generation, GenerationRef, Input, InstanceId, JournalEntry, Machine, Observed,
     ObservedInstance, Op, OpId, OpResult, Phase, Report, RunState, SlotOutcome,
 };
-use deployer_core::service::{Handover, ProxyProtocol, ServiceSpec, Strategy};
+use deployer_core::service::{Handover, ProxyProtocol, ServiceName, ServiceSpec, Strategy};
 use deployer_core::target::{Halt, Target};
 use deployer_core::testing::{self, digest};
 use deployer_core::{Outcome, ServiceState, Timestamp};
@@ -154,11 +155,11 @@ impl Harness {
         while let Some(op) = self.current().cloned() {
             let result = match op {
                 Op::Journal(_) => OpResult::Journaled(Ok(())),
-                Op::Start(_) => OpResult::Started(Ok(())),
+                Op::Start(_) => OpResult::Started(Ok(Started::Created)),
                 Op::Probe(_) => OpResult::Probed(Ok(deployer_core::reconcile::Health::Healthy)),
-                Op::Promote(_) => OpResult::Promoted(Ok(())),
-                Op::Retire(_) => OpResult::Retired(Ok(0)),
-                Op::Remove(_) => OpResult::Removed(Ok(())),
+                Op::Promote(_) => OpResult::Promoted(Ok(Promoted::Switched)),
+                Op::Retire(_) => OpResult::Retired(Ok(Retired::Stopped { cut: 0 })),
+                Op::Remove(_) => OpResult::Removed(Ok(Removed::Removed)),
                 Op::Halt { .. } => OpResult::Halted(Ok(())),
                 other => panic!("unexpected {other:?}"),
             };
@@ -179,9 +180,10 @@ fn a_build_halted_by_another_host_while_waiting_for_a_slot_is_skipped() {
     let mut h = Harness::recovered(spec(handover()), observed(&[]), None);
     h.input(Input::Desired(target(1, 1)));
     h.answer("admit", OpResult::Admitted);
-    h.answer("fetch", OpResult::Fetched(Ok(())));
+    h.answer("fetch", OpResult::Fetched(Ok(Fetched::Pulled)));
     assert_eq!(h.current().map(Op::name), Some("acquire_slot"));
     let halt = Halt {
+        service: ServiceName::new("web").unwrap(),
         node: "node-b".into(),
         reason: "g4/0 not healthy".into(),
         at: Timestamp::from_millis(0),
@@ -222,21 +224,22 @@ fn a_halt_arriving_during_probing_removes_the_candidate() {
     h.succeed_all(); // recovery: probe and promote the live container again
     h.input(Input::Desired(target(2, 2)));
     h.answer("admit", OpResult::Admitted);
-    h.answer("fetch", OpResult::Fetched(Ok(())));
+    h.answer("fetch", OpResult::Fetched(Ok(Fetched::Pulled)));
     h.answer("acquire_slot", OpResult::Slot(Ok(SlotOutcome::Granted)));
     h.answer(
         "observe",
         OpResult::Observed(Ok((observed(&[(1, 0, 1, true)]), None))),
     );
     h.answer("journal", OpResult::Journaled(Ok(())));
-    h.answer("start", OpResult::Started(Ok(())));
+    h.answer("start", OpResult::Started(Ok(Started::Created)));
     assert_eq!(h.current().map(Op::name), Some("probe"));
     let mut halted = target(2, 3);
-    halted.halted = Some(Halt {
+    halted.halts = vec![Halt {
+        service: ServiceName::new("web").unwrap(),
         node: "node-b".into(),
         reason: "unhealthy".into(),
         at: Timestamp::from_millis(0),
-    });
+    }];
     h.input(Input::Desired(halted));
     // The probe was cancelled; the candidate is removed, nothing was promoted.
     h.succeed_all();
@@ -269,7 +272,7 @@ fn the_stop_strategy_stops_outdated_containers_and_starts_nothing() {
     );
     h.input(Input::Desired(target(2, 1)));
     h.answer("admit", OpResult::Admitted);
-    h.answer("fetch", OpResult::Fetched(Ok(())));
+    h.answer("fetch", OpResult::Fetched(Ok(Fetched::Pulled)));
     h.answer("acquire_slot", OpResult::Slot(Ok(SlotOutcome::Granted)));
     h.answer(
         "observe",
@@ -335,7 +338,7 @@ fn a_candidate_the_journal_does_not_know_is_removed_at_recovery() {
     // Numbers seen on containers are never handed out again.
     h.input(Input::Desired(target(5, 1)));
     h.answer("admit", OpResult::Admitted);
-    h.answer("fetch", OpResult::Fetched(Ok(())));
+    h.answer("fetch", OpResult::Fetched(Ok(Fetched::Pulled)));
     h.answer("acquire_slot", OpResult::Slot(Ok(SlotOutcome::Granted)));
     h.answer(
         "observe",
@@ -386,11 +389,11 @@ fn probing_waits_the_interval_and_gives_up_at_the_deadline() {
     let mut h = Harness::recovered(spec(handover()), observed(&[]), None);
     h.input(Input::Desired(target(1, 1)));
     h.answer("admit", OpResult::Admitted);
-    h.answer("fetch", OpResult::Fetched(Ok(())));
+    h.answer("fetch", OpResult::Fetched(Ok(Fetched::Pulled)));
     h.answer("acquire_slot", OpResult::Slot(Ok(SlotOutcome::Granted)));
     h.answer("observe", OpResult::Observed(Ok((observed(&[]), None))));
     h.answer("journal", OpResult::Journaled(Ok(())));
-    h.answer("start", OpResult::Started(Ok(())));
+    h.answer("start", OpResult::Started(Ok(Started::Created)));
     let mut probes = 0;
     let unhealthy = || {
         OpResult::Probed(Ok(deployer_core::reconcile::Health::Unhealthy(
@@ -410,7 +413,11 @@ fn probing_waits_the_interval_and_gives_up_at_the_deadline() {
     assert_eq!(probes, 61);
     h.succeed_all();
     let report = h.reports.last().unwrap();
-    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(
+        report.outcome,
+        Outcome::Failed,
+        "a first deploy that never went live rolled nothing back"
+    );
     assert!(
         report
             .reason
@@ -482,8 +489,9 @@ fn a_resync_keeps_a_halted_service_halted() {
     let mut h = Harness::recovered(spec(handover()), observed(&[]), None);
     h.input(Input::Desired(target(1, 1)));
     h.answer("admit", OpResult::Admitted);
-    h.answer("fetch", OpResult::Fetched(Ok(())));
+    h.answer("fetch", OpResult::Fetched(Ok(Fetched::Pulled)));
     let halt = Halt {
+        service: ServiceName::new("web").unwrap(),
         node: "node-b".into(),
         reason: "unhealthy".into(),
         at: Timestamp::from_millis(0),

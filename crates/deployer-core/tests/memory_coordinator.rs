@@ -22,26 +22,41 @@ async fn publish(c: &MemoryCoordinator, n: u8) -> PublishOutcome {
     c.publish(request(n)).await.unwrap()
 }
 
+fn event(n: u8, id: &str) -> PublishRequest {
+    let mut r = request(n);
+    r.delivery_id = Some(id.to_owned());
+    r
+}
+
 #[tokio::test]
-async fn publishes_only_newer_builds() {
+async fn the_last_push_wins_and_replays_are_refused() {
     let c = MemoryCoordinator::new("a");
     assert!(matches!(
-        publish(&c, 1).await,
+        c.publish(event(1, "e1")).await.unwrap(),
         PublishOutcome::Published { .. }
     ));
     assert!(matches!(
         publish(&c, 1).await,
         PublishOutcome::Unchanged { .. }
     ));
-    let second = publish(&c, 2).await;
+    let second = c.publish(event(2, "e2")).await.unwrap();
     assert_eq!(second.target().revision, Revision(2));
     assert!(
-        matches!(publish(&c, 1).await, PublishOutcome::Stale { .. }),
-        "a replayed old build"
+        matches!(
+            c.publish(event(1, "e1")).await.unwrap(),
+            PublishOutcome::Stale { .. }
+        ),
+        "a replayed event"
     );
     let current = c.target(&image()).await.unwrap().unwrap();
     assert_eq!(current.digest, digest(2));
     assert_eq!(current.previous, vec![digest(1)]);
+    let again = c.publish(event(1, "e3")).await.unwrap();
+    assert_eq!(
+        again.target().digest,
+        digest(1),
+        "a new push of the earlier build wins"
+    );
 }
 
 #[tokio::test]
@@ -98,23 +113,29 @@ async fn a_halt_stops_slot_requests_for_that_build_only() {
     let web = ServiceName::new("web").unwrap();
     let target = publish(&c, 1).await.target().clone();
     let halt = Halt {
+        service: web.clone(),
         node: "b".into(),
         reason: "unhealthy".into(),
         at: Timestamp::from_millis(0),
     };
     c.halt(&image(), &digest(9), halt.clone()).await.unwrap();
     assert!(
-        c.target(&image()).await.unwrap().unwrap().halted.is_none(),
+        c.target(&image()).await.unwrap().unwrap().halts.is_empty(),
         "another digest is not halted"
     );
     c.halt(&image(), &digest(1), halt.clone()).await.unwrap();
     let halted = c.target(&image()).await.unwrap().unwrap();
-    assert_eq!(halted.halted, Some(halt));
+    assert_eq!(halted.halts, vec![halt]);
     assert!(halted.revision > target.revision, "watchers see the halt");
     assert!(matches!(
         c.acquire_slot(&web, &target).await.unwrap(),
         SlotGrant::Halted(_)
     ));
+    let worker = ServiceName::new("worker").unwrap();
+    let SlotGrant::Granted(other) = c.acquire_slot(&worker, &target).await.unwrap() else {
+        panic!("another service on the same build is not halted");
+    };
+    c.release_slot(other).await.unwrap();
     let next = publish(&c, 2).await.target().clone();
     let SlotGrant::Granted(slot) = c.acquire_slot(&web, &next).await.unwrap() else {
         panic!("a new build gets a slot");

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use deployer_core::Outcome;
 use deployer_core::image::Digest;
+use deployer_core::ports::Fetched;
 use deployer_core::reconcile::{
     Effect, Generation, Input, InstanceId, JournalEntry, Machine, Op, OpId, OpResult, Report,
-    SlotOutcome,
+    SlotOutcome, StepError,
 };
 use deployer_core::service::{
     Handover, HealthCheck, Probe, ProxyProtocol, ServiceName, ServiceSpec, Strategy as Switch,
@@ -228,16 +229,20 @@ impl Sim {
         match op {
             Op::Admit => OpResult::Admitted,
             Op::Fetch { .. } if std::mem::take(&mut self.fail_fetch) => {
-                OpResult::Fetched(Err("injected fetch failure".into()))
+                OpResult::Fetched(Err(StepError::transient("injected fetch failure")))
             }
-            Op::Fetch { .. } => OpResult::Fetched(Ok(())),
+            Op::Fetch { .. } => OpResult::Fetched(Ok(Fetched::Pulled)),
             Op::AcquireSlot { .. } => OpResult::Slot(Ok(SlotOutcome::Granted)),
             Op::Observe { journal } => {
                 let entry = if *journal { self.journal.clone() } else { None };
-                OpResult::Observed(w.observe(&name).map(|o| (o, entry)))
+                OpResult::Observed(
+                    w.observe(&name)
+                        .map(|o| (o, entry))
+                        .map_err(StepError::transient),
+                )
             }
             Op::Journal(_) if std::mem::take(&mut self.fail_journal) => {
-                OpResult::Journaled(Err("injected journal failure".into()))
+                OpResult::Journaled(Err(StepError::transient("injected journal failure")))
             }
             Op::Journal(entry) => {
                 self.journal = Some(entry.clone());
@@ -250,11 +255,11 @@ impl Sim {
                     self.violations
                         .push(format!("generation {} reused for another build", spec.id));
                 }
-                OpResult::Started(w.start(&name, spec).map(|_| ()))
+                OpResult::Started(w.start(&name, spec).map_err(StepError::build))
             }
-            Op::Probe(id) => OpResult::Probed(w.probe(&name, *id)),
+            Op::Probe(id) => OpResult::Probed(w.probe(&name, *id).map_err(StepError::transient)),
             Op::Promote(id) => {
-                let promoted = w.promote(&name, *id).map(|_| ());
+                let promoted = w.promote(&name, *id).map_err(StepError::transient);
                 if promoted.is_ok() {
                     self.served.insert(id.generation);
                 }
@@ -262,9 +267,9 @@ impl Sim {
             }
             Op::Retire(id) => {
                 self.check_retire(*id);
-                OpResult::Retired(self.world.retire(&name, *id).map(|_| 0))
+                OpResult::Retired(self.world.retire(&name, *id).map_err(StepError::transient))
             }
-            Op::Remove(id) => OpResult::Removed(w.remove(&name, *id).map(|_| ())),
+            Op::Remove(id) => OpResult::Removed(w.remove(&name, *id).map_err(StepError::transient)),
             Op::Halt { .. } => OpResult::Halted(Ok(())),
         }
     }

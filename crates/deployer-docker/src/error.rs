@@ -4,7 +4,7 @@
 //! variants a failure is depends on both, because the engine passes registry failures on as
 //! 500s with the registry's words in the message.
 
-use deployer_core::ports::{BoxError, ImageError, SwitchError};
+use deployer_core::ports::{BoxError, FailureKind, ImageError, SwitchError};
 use deployer_core::reconcile::InstanceId;
 
 /// What went wrong in this crate, outside of the port traits (which have their own errors).
@@ -172,26 +172,66 @@ pub(crate) fn image_error(
     }
 }
 
-/// Maps an engine error met during a switcher step onto the core's [`SwitchError`].
+/// Maps an engine error met during a switcher step onto the core's [`SwitchError`], with what
+/// the failure means for the build: this is where an engine hiccup is told apart from a build
+/// that cannot run, so that only the latter halts a rollout.
 pub(crate) fn switch_error(
     operation: &'static str,
     service: &str,
     instance: InstanceId,
     error: bollard::errors::Error,
 ) -> SwitchError {
-    if classify(&error) == Failure::EngineUnreachable {
+    let failure = classify(&error);
+    if failure == Failure::EngineUnreachable {
         return SwitchError::EngineUnreachable {
             operation,
             service: service.to_owned(),
             source: Box::new(error),
         };
     }
+    let reason = engine_message(&error);
+    let status = match &error {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    };
     SwitchError::Failed {
         operation,
         service: service.to_owned(),
         instance,
-        reason: engine_message(&error),
+        kind: step_kind(operation, status, failure, &reason),
+        reason,
         source: Some(Box::new(error)),
+    }
+}
+
+/// What an engine failure of a switcher step means. The image's own fault shows only when the
+/// runtime starts its process (the entrypoint is missing or not executable for this machine);
+/// the words are checked first because "no such file" there would otherwise read as not found.
+pub(crate) fn step_kind(
+    operation: &str,
+    status: Option<u16>,
+    failure: Failure,
+    message: &str,
+) -> FailureKind {
+    let m = message.to_ascii_lowercase();
+    let runtime = [
+        "oci runtime",
+        "starting container process",
+        "exec format error",
+        "executable file not found",
+    ];
+    if operation == "start" && runtime.iter().any(|w| m.contains(w)) {
+        return FailureKind::Build;
+    }
+    match failure {
+        Failure::NotFound | Failure::Unauthorized => FailureKind::Permanent,
+        Failure::RegistryUnreachable | Failure::EngineUnreachable | Failure::Conflict => {
+            FailureKind::Transient
+        }
+        // A 400 is the engine refusing what we asked for (an invalid port, mount or option in
+        // the service's template): asking again will not help.
+        Failure::Other if status == Some(400) => FailureKind::Permanent,
+        Failure::Other => FailureKind::Transient,
     }
 }
 
@@ -200,6 +240,7 @@ pub(crate) fn step_failed(
     operation: &'static str,
     service: &str,
     instance: InstanceId,
+    kind: FailureKind,
     reason: impl Into<String>,
     source: Option<BoxError>,
 ) -> SwitchError {
@@ -207,6 +248,7 @@ pub(crate) fn step_failed(
         operation,
         service: service.to_owned(),
         instance,
+        kind,
         reason: reason.into(),
         source,
     }
@@ -269,6 +311,58 @@ mod tests {
             (Some(500), "something odd", Failure::Other),
         ] {
             assert_eq!(classify_message(status, message), expected, "{message}");
+        }
+    }
+
+    #[test]
+    fn only_an_image_that_cannot_run_is_the_build_s_fault() {
+        let runtime = "failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"/app\": stat /app: no such file or directory: unknown";
+        for (operation, status, message, expected) in [
+            ("start", Some(400), runtime, FailureKind::Build),
+            (
+                "start",
+                Some(500),
+                "dial unix /var/run/docker.sock: connect: connection refused",
+                FailureKind::Transient,
+            ),
+            (
+                "start",
+                Some(404),
+                "No such image: demo/app@sha256:ab",
+                FailureKind::Permanent,
+            ),
+            (
+                "start",
+                Some(404),
+                "network backend not found",
+                FailureKind::Permanent,
+            ),
+            (
+                "start",
+                Some(400),
+                "invalid port specification: \"http\"",
+                FailureKind::Permanent,
+            ),
+            (
+                "start",
+                Some(409),
+                "Conflict. The container name \"/x\" is already in use",
+                FailureKind::Transient,
+            ),
+            (
+                "remove",
+                Some(409),
+                "removal of container x is already in progress",
+                FailureKind::Transient,
+            ),
+            ("start", Some(500), "something odd", FailureKind::Transient),
+        ] {
+            let failure = classify_message(status, message);
+            assert_eq!(
+                step_kind(operation, status, failure, message),
+                expected,
+                "{message}"
+            );
         }
     }
 }

@@ -317,7 +317,7 @@ async fn look(
     if let Some(halt) = current
         .as_ref()
         .filter(|t| t.digest == target.digest)
-        .and_then(|t| t.halted.clone())
+        .and_then(|t| t.halt_for(service).cloned())
     {
         tracing::info!(%service, node = %halt.node, "not taking a slot: the build was halted");
         return Ok(Step::Done(SlotGrant::Halted(halt)));

@@ -2,7 +2,7 @@
 //! [`deployer_core::target::decide`], so etcd and the in-memory coordinator agree exactly.
 
 use deployer_core::ports::CoordinatorError;
-use deployer_core::target::{Decision, Halt, PublishOutcome, PublishRequest, decide};
+use deployer_core::target::{Decision, Halt, PublishOutcome, PublishRequest, apply_halt, decide};
 use deployer_core::{Digest, ImageRef, Revision, Target, Timestamp};
 use etcd_client::{Compare, CompareOp, KeyValue, Txn, TxnOp};
 
@@ -140,18 +140,15 @@ pub(crate) async fn halt(
         let Some(current) = read.as_ref().map(decode_target).transpose()? else {
             return Ok(());
         };
-        if &current.digest != digest || current.halted.is_some() {
-            // Superseded or already halted: a halt only ever applies to the build it names.
+        // Superseded, or this service already halted: a halt only applies to the build it names.
+        let Some(halted) = apply_halt(&current, digest, halt.clone()) else {
             return Ok(());
-        }
-        let halted = Target {
-            halted: Some(halt.clone()),
-            ..current
         };
         if let Some(at) = swap(&shared.store, "halt target", &key, read.as_ref(), &halted).await? {
             tracing::warn!(
                 image = %image,
                 digest = %digest,
+                service = %halt.service,
                 node = %halt.node,
                 reason = %halt.reason,
                 revision = at.0,

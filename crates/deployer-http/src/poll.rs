@@ -1,9 +1,10 @@
 //! The poll trigger: resolve every tracked tag now and then, and submit what it points to.
 //!
 //! Every poll submits the digest it found, changed or not: the coordinator answers "unchanged"
-//! for free, and this way a poll also repairs what a lost webhook, a full queue or a restarted
-//! in-memory coordinator left behind. A digest older than the target (a tag moved back) is
-//! refused as stale by the coordinator, so polling never undoes a rollback.
+//! for free, and this way a poll also repairs what a lost webhook or a full queue left behind.
+//! A poll's answer is dated when it asked the registry, so it wins over pushes announced
+//! before and loses to pushes announced after; a tag moved back to an earlier build is
+//! followed. An operator's rollback holds until the tag moves to another build.
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, RandomState};
@@ -15,7 +16,7 @@ use async_trait::async_trait;
 use deployer_core::driver::{DriverHandle, EventSink, SubmitError};
 use deployer_core::ports::{ImageEvent, ImageSource, Trigger, TriggerError};
 use deployer_core::shutdown::Shutdown;
-use deployer_core::{ImageRef, Source};
+use deployer_core::{ImageRef, Source, Timestamp};
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, PollConfig};
@@ -93,6 +94,9 @@ impl Sweep {
                 *last = Some(slot);
                 slot
             };
+            // The registry's answer is at least as new as the moment we asked: a push announced
+            // after that instant wins over this answer, one announced before loses to it.
+            let asked_at = Timestamp::now();
             let resolved = tokio::select! {
                 () = shutdown.wait() => return counts,
                 r = async {
@@ -114,7 +118,8 @@ impl Sweep {
                     continue;
                 }
             };
-            let event = ImageEvent::new(image.clone(), self.source.clone()).with_digest(digest);
+            let mut event = ImageEvent::new(image.clone(), self.source.clone()).with_digest(digest);
+            event.event_time = Some(asked_at);
             match sink.submit(event) {
                 Ok(_) => counts.submitted += 1,
                 Err(SubmitError::Busy) => {

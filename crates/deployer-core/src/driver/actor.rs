@@ -12,10 +12,11 @@ use super::error_chain;
 use super::handle::Board;
 use super::notify::{ReportHub, StatusPublisher};
 use crate::ports::{
-    Coordinator, FetchProgress, ImageSource, Journal, PullProgress, SlotGrant, SlotLease, Switcher,
+    Coordinator, FailureKind, FetchProgress, ImageSource, Journal, PullProgress, SlotGrant,
+    SlotLease, SwitchError, Switcher,
 };
 use crate::reconcile::{
-    Effect, Input, Machine, Op, OpId, OpResult, Report, SlotOutcome, StatusUpdate,
+    Effect, Input, Machine, Op, OpId, OpResult, Report, SlotOutcome, StatusUpdate, StepError,
 };
 use crate::report::{DeployReport, ServiceStatus};
 use crate::service::{ServiceSpec, Strategy};
@@ -287,8 +288,10 @@ impl Actor {
     }
 }
 
-/// The failure result of `op`, for a timeout.
+/// The failure result of `op`, for a timeout: transient, since a slow engine is no verdict on
+/// the build (a probe's own deadline is what judges health).
 fn failed(op: &Op, message: String) -> OpResult {
+    let message = StepError::transient(message);
     match op {
         Op::Admit => OpResult::Admitted,
         Op::Fetch { .. } => OpResult::Fetched(Err(message)),
@@ -296,7 +299,8 @@ fn failed(op: &Op, message: String) -> OpResult {
         Op::Observe { .. } => OpResult::Observed(Err(message)),
         Op::Journal(_) => OpResult::Journaled(Err(message)),
         Op::Start(_) => OpResult::Started(Err(message)),
-        Op::Probe(_) => OpResult::Probed(Err(message)),
+        // A probe that does not answer in time is an unhealthy answer, not an engine fault.
+        Op::Probe(_) => OpResult::Probed(Ok(crate::reconcile::Health::Unhealthy(message.message))),
         Op::Promote(_) => OpResult::Promoted(Err(message)),
         Op::Retire(_) => OpResult::Retired(Err(message)),
         Op::Remove(_) => OpResult::Removed(Err(message)),
@@ -324,6 +328,11 @@ impl FetchProgress for LogProgress {
     }
 }
 
+/// A port error as the machine sees it: its kind, and its message with every cause.
+fn step_error<E: std::error::Error>(kind: FailureKind, error: &E) -> StepError {
+    StepError::new(kind, error_chain(error))
+}
+
 async fn execute(shared: Arc<Shared>, spec: Arc<ServiceSpec>, op: Op) -> Output {
     let plain = |result| Output {
         result,
@@ -332,7 +341,7 @@ async fn execute(shared: Arc<Shared>, spec: Arc<ServiceSpec>, op: Op) -> Output 
     };
     let s = &*spec;
     let sw = &shared.switcher;
-    let str_err = |e: &dyn std::error::Error| error_chain(e);
+    let switch = |e: SwitchError| step_error(e.kind(), &e);
     match op {
         Op::Admit => {
             // The semaphore is never closed, so acquisition only waits.
@@ -348,7 +357,7 @@ async fn execute(shared: Arc<Shared>, spec: Arc<ServiceSpec>, op: Op) -> Output 
                 last: std::sync::atomic::AtomicU64::new(u64::MAX),
             };
             let r = shared.images.fetch(&image, &digest, &progress).await;
-            plain(OpResult::Fetched(r.map(|_| ()).map_err(|e| str_err(&e))))
+            plain(OpResult::Fetched(r.map_err(|e| step_error(e.kind(), &e))))
         }
         Op::AcquireSlot { target } => {
             match shared.coordinator.acquire_slot(s.name(), &target).await {
@@ -358,20 +367,24 @@ async fn execute(shared: Arc<Shared>, spec: Arc<ServiceSpec>, op: Op) -> Output 
                     slot: Some(lease),
                 },
                 Ok(SlotGrant::Halted(halt)) => plain(OpResult::Slot(Ok(SlotOutcome::Halted(halt)))),
-                Err(e) => plain(OpResult::Slot(Err(str_err(&e)))),
+                Err(e) => plain(OpResult::Slot(Err(step_error(e.kind(), &e)))),
             }
         }
         Op::Observe { journal } => {
             let load = async {
                 match journal {
-                    true => shared.journal.load(s.name()).await.map_err(|e| str_err(&e)),
+                    true => shared
+                        .journal
+                        .load(s.name())
+                        .await
+                        .map_err(|e| step_error(e.kind(), &e)),
                     false => Ok(None),
                 }
             };
             let (observed, journal) = tokio::join!(sw.observe(s), load);
             let result = match (observed, journal) {
                 (Ok(o), Ok(j)) => Ok((o, j)),
-                (Err(e), _) => Err(str_err(&e)),
+                (Err(e), _) => Err(switch(e)),
                 (_, Err(e)) => Err(e),
             };
             plain(OpResult::Observed(result))
@@ -381,32 +394,18 @@ async fn execute(shared: Arc<Shared>, spec: Arc<ServiceSpec>, op: Op) -> Output 
                 .journal
                 .save(s.name(), &entry)
                 .await
-                .map_err(|e| str_err(&e)),
+                .map_err(|e| step_error(e.kind(), &e)),
         )),
         Op::Start(instance) => plain(OpResult::Started(
-            sw.start(s, &instance)
-                .await
-                .map(|_| ())
-                .map_err(|e| str_err(&e)),
+            sw.start(s, &instance).await.map_err(switch),
         )),
-        Op::Probe(id) => plain(OpResult::Probed(
-            sw.probe(s, id).await.map_err(|e| str_err(&e)),
-        )),
-        Op::Promote(id) => plain(OpResult::Promoted(
-            sw.promote(s, id).await.map(|_| ()).map_err(|e| str_err(&e)),
-        )),
-        Op::Retire(id) => {
-            let r = sw.retire(s, id).await.map(|r| match r {
-                crate::ports::Retired::Stopped { cut } => cut,
-                crate::ports::Retired::AlreadyStopped => 0,
-            });
-            plain(OpResult::Retired(r.map_err(|e| str_err(&e))))
-        }
-        Op::Remove(id) => plain(OpResult::Removed(
-            sw.remove(s, id).await.map(|_| ()).map_err(|e| str_err(&e)),
-        )),
+        Op::Probe(id) => plain(OpResult::Probed(sw.probe(s, id).await.map_err(switch))),
+        Op::Promote(id) => plain(OpResult::Promoted(sw.promote(s, id).await.map_err(switch))),
+        Op::Retire(id) => plain(OpResult::Retired(sw.retire(s, id).await.map_err(switch))),
+        Op::Remove(id) => plain(OpResult::Removed(sw.remove(s, id).await.map_err(switch))),
         Op::Halt { target, reason } => {
             let halt = Halt {
+                service: s.name().clone(),
                 node: shared.node.to_string(),
                 reason,
                 at: Timestamp::now(),
@@ -415,7 +414,7 @@ async fn execute(shared: Arc<Shared>, spec: Arc<ServiceSpec>, op: Op) -> Output 
                 .coordinator
                 .halt(&target.image, &target.digest, halt)
                 .await;
-            plain(OpResult::Halted(r.map_err(|e| str_err(&e))))
+            plain(OpResult::Halted(r.map_err(|e| step_error(e.kind(), &e))))
         }
     }
 }

@@ -54,9 +54,30 @@ pub enum ControlError {
 #[derive(Debug, Default)]
 pub(crate) struct Board {
     services: RwLock<BTreeMap<ServiceName, (ServiceStatus, Option<DeployReport>)>>,
+    /// Per tracked repo:tag, the last refused publish or failed resolve, until a publish of it
+    /// goes through: shown in the status of every service tracking it.
+    notes: RwLock<BTreeMap<ImageRef, String>>,
 }
 
 impl Board {
+    /// Sets or clears `image`'s note; true when it changed (so each problem is reported once).
+    pub(crate) fn set_note(&self, image: &ImageRef, note: Option<String>) -> bool {
+        let mut notes = self.notes.write().unwrap_or_else(PoisonError::into_inner);
+        let key = image.without_digest();
+        match note {
+            Some(note) => notes.insert(key, note.clone()).as_ref() != Some(&note),
+            None => notes.remove(&key).is_some(),
+        }
+    }
+
+    fn note(&self, image: &ImageRef) -> Option<String> {
+        self.notes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(image)
+            .cloned()
+    }
+
     pub(crate) fn set_status(&self, status: ServiceStatus) {
         let mut services = self
             .services
@@ -138,7 +159,12 @@ impl DriverHandle {
     /// One service's view.
     pub fn service(&self, name: &str) -> Option<ServiceView> {
         let (name, spec) = self.specs.iter().find(|(n, _)| n.as_str() == name)?;
-        let (status, last_report) = self.board.get(name)?;
+        let (mut status, last_report) = self.board.get(name)?;
+        // The engine's own problem comes first; a refused or unresolvable build of the tag
+        // otherwise says why nothing happened.
+        if status.message.is_none() {
+            status.message = self.board.note(spec.image());
+        }
         Some(ServiceView {
             spec: spec.clone(),
             status,
@@ -208,6 +234,9 @@ impl DriverHandle {
         };
         let mut request = PublishRequest::new(tracked.clone(), digest, Source::new("api"));
         request.force = true;
+        // Retrying a halted build clears this service's halt only: another service that failed
+        // on the same build stays halted until it is deployed on purpose too.
+        request.service = Some(spec.name().clone());
         Ok(self.coordinator.publish(request).await?)
     }
 

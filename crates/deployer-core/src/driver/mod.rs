@@ -37,7 +37,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use handle::{ControlError, DriverHandle, ServiceView};
-pub use sink::{EventSink, IngestCounts, IngestStats, Submission, SubmitError, ingest};
+pub use sink::{EventSink, IngestCounts, IngestStats, Submission, SubmitError};
 
 use crate::backoff::Backoff;
 use crate::ports::{Coordinator, ImageSource, Journal, Notifier, Switcher, Trigger, WatchEvent};
@@ -254,13 +254,16 @@ impl Driver {
         }
 
         let mut front = JoinSet::new();
-        front.spawn(sink::ingest(
-            self.events,
-            self.ports.images.clone(),
-            self.ports.coordinator.clone(),
-            self.handle.sink.stats_handle(),
-            stop.clone(),
-        ));
+        let ingest = sink::Ingest {
+            images: self.ports.images.clone(),
+            coordinator: self.ports.coordinator.clone(),
+            stats: self.handle.sink.stats_handle(),
+            board: self.handle.board.clone(),
+            reports: reports.clone(),
+            specs: self.specs.clone(),
+            node: self.handle.node.clone(),
+        };
+        front.spawn(sink::ingest(self.events, ingest, stop.clone()));
         for trigger in self.triggers {
             let (sink, stop) = (self.handle.sink.clone(), stop.clone());
             front.spawn(async move {

@@ -1,7 +1,7 @@
 //! Where triggers send events: filtered (untracked images, redeliveries), queued, then turned
 //! into targets by the ingest worker.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,10 +9,15 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::image::ImageRef;
+use super::handle::Board;
+use super::notify::ReportHub;
+use crate::image::{Digest, ImageRef};
 use crate::ports::{Coordinator, ImageEvent, ImageSource};
+use crate::report::{DeployReport, Outcome};
+use crate::service::{ServiceName, ServiceSpec};
 use crate::shutdown::Shutdown;
-use crate::target::{PublishOutcome, PublishRequest};
+use crate::target::{PublishOutcome, PublishRequest, Target};
+use crate::time::Timestamp;
 
 /// How many delivery ids are remembered for deduplication.
 const RECENT_DELIVERIES: usize = 4096;
@@ -227,13 +232,23 @@ impl EventSink {
     }
 }
 
+/// What the ingest worker needs: the ports it resolves and publishes through, and where it
+/// makes refusals and failures visible (status notes, reports, counters).
+pub(crate) struct Ingest {
+    pub(crate) images: Arc<dyn ImageSource>,
+    pub(crate) coordinator: Arc<dyn Coordinator>,
+    pub(crate) stats: Arc<IngestStats>,
+    pub(crate) board: Arc<Board>,
+    pub(crate) reports: ReportHub,
+    pub(crate) specs: Arc<BTreeMap<ServiceName, Arc<ServiceSpec>>>,
+    pub(crate) node: Arc<str>,
+}
+
 /// Turns queued events into published targets, one at a time so that events for the same
 /// repo:tag are published in arrival order. Runs until shutdown or until every sink is gone.
-pub async fn ingest(
+pub(crate) async fn ingest(
     mut events: mpsc::Receiver<ImageEvent>,
-    images: Arc<dyn ImageSource>,
-    coordinator: Arc<dyn Coordinator>,
-    stats: Arc<IngestStats>,
+    ctx: Ingest,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -244,9 +259,10 @@ pub async fn ingest(
                 None => return,
             },
         };
-        let outcome = publish_event(&event, images.as_ref(), coordinator.as_ref()).await;
+        let outcome = publish_event(&event, ctx.images.as_ref(), ctx.coordinator.as_ref()).await;
+        let stats = &ctx.stats;
         match outcome {
-            Ok(outcome) => {
+            Ok((outcome, digest)) => {
                 let counter = match &outcome {
                     PublishOutcome::Published { .. } => &stats.published,
                     PublishOutcome::Unchanged { .. } => &stats.unchanged,
@@ -254,48 +270,133 @@ pub async fn ingest(
                 };
                 IngestStats::bump(counter);
                 let target = outcome.target();
-                tracing::info!(
-                    image = %target.image,
-                    digest = %target.digest,
-                    revision = %target.revision,
-                    source = %event.source,
-                    outcome = outcome.label(),
-                    "target"
-                );
+                match &outcome {
+                    PublishOutcome::Stale { reason, .. } => {
+                        tracing::warn!(
+                            image = %target.image,
+                            refused = %digest,
+                            kept = %target.digest,
+                            source = %event.source,
+                            "publish refused: {reason}"
+                        );
+                        let note =
+                            format!("{} -> {} refused: {reason}", target.image, digest.short());
+                        ctx.refused(&event, target, &digest, note);
+                    }
+                    _ => {
+                        tracing::info!(
+                            image = %target.image,
+                            digest = %target.digest,
+                            revision = %target.revision,
+                            source = %event.source,
+                            outcome = outcome.label(),
+                            "target"
+                        );
+                        ctx.board.set_note(&target.image, None);
+                    }
+                }
             }
             Err(problem) => {
                 IngestStats::bump(&stats.failed);
                 tracing::warn!(image = %event.image, source = %event.source, "event dropped: {problem}");
+                let note = format!("{}: {problem}", event.image);
+                if ctx.board.set_note(&event.image, Some(note.clone())) {
+                    ctx.report_each(&event, None, None, Outcome::Failed, note);
+                }
             }
         }
     }
 }
 
+impl Ingest {
+    /// A refused publish: noted in status, reported as skipped by every service tracking it.
+    fn refused(&self, event: &ImageEvent, current: &Target, refused: &Digest, note: String) {
+        if self.board.set_note(&current.image, Some(note.clone())) {
+            let from = Some(current.digest.clone());
+            self.report_each(event, from, Some(refused.clone()), Outcome::Skipped, note);
+        }
+    }
+
+    fn report_each(
+        &self,
+        event: &ImageEvent,
+        from: Option<Digest>,
+        to: Option<Digest>,
+        outcome: Outcome,
+        reason: String,
+    ) {
+        let now = Timestamp::now();
+        let image = event.image.without_digest();
+        for spec in self.specs.values().filter(|s| s.image() == &image) {
+            self.reports.publish(DeployReport {
+                service: spec.name().clone(),
+                node: self.node.to_string(),
+                image: image.clone(),
+                outcome,
+                from: from.clone(),
+                to: to.clone().or_else(|| event.digest.clone()),
+                generation: None,
+                revision: None,
+                source: Some(event.source.clone()),
+                delivery_id: event.delivery_id.clone(),
+                callback_url: None,
+                reason: Some(reason.clone()),
+                rollback_error: None,
+                cut: 0,
+                warnings: Vec::new(),
+                started_at: event.received_at,
+                finished_at: now,
+                duration_ms: now
+                    .since(event.received_at)
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            });
+        }
+    }
+}
+
+/// Resolves (when the sender gave no digest) and publishes one event; returns the outcome and
+/// the digest it asked for.
 async fn publish_event(
     event: &ImageEvent,
     images: &dyn ImageSource,
     coordinator: &dyn Coordinator,
-) -> Result<PublishOutcome, String> {
-    let digest = match &event.digest {
-        Some(digest) => digest.clone(),
-        None => tokio::time::timeout(RESOLVE_TIMEOUT, images.resolve(&event.image))
-            .await
-            .map_err(|_| format!("resolving the digest timed out after {RESOLVE_TIMEOUT:?}"))?
-            .map_err(|e| format!("resolving the digest failed: {}", super::error_chain(&e)))?,
+) -> Result<(PublishOutcome, Digest), String> {
+    // A push is ordered by the time of the answer that named its digest: the sender's, when it
+    // named one; ours, the moment the registry answered, when we had to ask.
+    let (digest, event_time) = match &event.digest {
+        Some(digest) => (digest.clone(), event.event_time.or(Some(event.received_at))),
+        None => {
+            let digest = tokio::time::timeout(RESOLVE_TIMEOUT, images.resolve(&event.image))
+                .await
+                .map_err(|_| format!("resolving the digest timed out after {RESOLVE_TIMEOUT:?}"))?
+                .map_err(|e| format!("resolving the digest failed: {}", super::error_chain(&e)))?;
+            (digest, Some(Timestamp::now()))
+        }
     };
-    let request = PublishRequest {
-        image: event.image.without_digest(),
-        digest,
-        source: event.source.clone(),
-        delivery_id: event.delivery_id.clone(),
-        event_time: event.event_time,
-        callback_url: event.callback_url.clone(),
-        force: false,
-    };
-    tokio::time::timeout(PUBLISH_TIMEOUT, coordinator.publish(request))
+    let mut request = PublishRequest::new(
+        event.image.without_digest(),
+        digest.clone(),
+        event.source.clone(),
+    );
+    request.delivery_id = event.delivery_id.clone();
+    request.event_time = event_time;
+    request.callback_url = event.callback_url.clone();
+    if request.is_from_the_future(Timestamp::now()) {
+        tracing::warn!(
+            image = %request.image,
+            source = %event.source,
+            dated = %event_time.unwrap_or(event.received_at),
+            "event dated in the future: ordered by its arrival instead"
+        );
+        request.event_time = Some(event.received_at);
+    }
+    let outcome = tokio::time::timeout(PUBLISH_TIMEOUT, coordinator.publish(request))
         .await
         .map_err(|_| format!("publishing timed out after {PUBLISH_TIMEOUT:?}"))?
-        .map_err(|e| format!("publishing failed: {}", super::error_chain(&e)))
+        .map_err(|e| format!("publishing failed: {}", super::error_chain(&e)))?;
+    Ok((outcome, digest))
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use crate::ports::{
 };
 use crate::report::{DeployReport, ServiceStatus};
 use crate::service::ServiceName;
-use crate::target::{Decision, Halt, PublishOutcome, PublishRequest, Revision, Target, decide};
+use crate::target::{
+    Decision, Halt, PublishOutcome, PublishRequest, Revision, Target, apply_halt, decide,
+};
 use crate::time::Timestamp;
 
 /// Changes kept for watchers that resume; older resumes get a full resync.
@@ -142,14 +144,12 @@ impl Coordinator for MemoryCoordinator {
     ) -> Result<(), CoordinatorError> {
         let mut state = self.state();
         let key = image.without_digest();
-        if let Some(current) = state.targets.get(&key).cloned()
-            && &current.digest == digest
-            && current.halted.is_none()
+        if let Some(halted) = state
+            .targets
+            .get(&key)
+            .and_then(|current| apply_halt(current, digest, halt))
         {
-            state.commit(Target {
-                halted: Some(halt),
-                ..current
-            });
+            state.commit(halted);
         }
         drop(state);
         self.changed.notify_waiters();
@@ -168,7 +168,7 @@ impl Coordinator for MemoryCoordinator {
                 let current = state.targets.get(&target.image);
                 if let Some(halt) = current
                     .filter(|t| t.digest == target.digest)
-                    .and_then(|t| t.halted.clone())
+                    .and_then(|t| t.halt_for(service).cloned())
                 {
                     return Ok(SlotGrant::Halted(halt));
                 }

@@ -33,6 +33,17 @@ pub enum CoordinatorError {
     Closed,
 }
 
+impl CoordinatorError {
+    /// What this failure means for a deploy: the store may come back; a corrupt record will not
+    /// mend itself.
+    pub fn kind(&self) -> super::FailureKind {
+        match self {
+            Self::Unavailable { .. } | Self::Closed => super::FailureKind::Transient,
+            Self::Corrupt { .. } => super::FailureKind::Permanent,
+        }
+    }
+}
+
 /// All targets at one revision.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetSnapshot {

@@ -68,6 +68,23 @@ pub enum ImageError {
     },
 }
 
+impl ImageError {
+    /// What this failure means for a deploy: a missing or forbidden image will not appear by
+    /// retrying; a failed `docker build` is the build's own fault.
+    pub fn kind(&self) -> super::FailureKind {
+        use super::FailureKind as K;
+        match self {
+            Self::NotFound { .. } | Self::Unauthorized { .. } | Self::Unsupported { .. } => {
+                K::Permanent
+            }
+            Self::BuildFailed { .. } => K::Build,
+            Self::RegistryUnreachable { .. }
+            | Self::EngineUnreachable { .. }
+            | Self::Other { .. } => K::Transient,
+        }
+    }
+}
+
 /// How a pull is going, for progress output.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullProgress {

@@ -17,6 +17,13 @@ pub struct JournalError {
     pub source: BoxError,
 }
 
+impl JournalError {
+    /// A journal that cannot be read or written now may be later.
+    pub fn kind(&self) -> super::FailureKind {
+        super::FailureKind::Transient
+    }
+}
+
 /// The small durable store for what Docker cannot hold: which generation is live and the next
 /// generation number.
 ///

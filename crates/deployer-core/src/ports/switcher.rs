@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::BoxError;
+use super::{BoxError, FailureKind};
 use crate::reconcile::{Health, InstanceId, InstanceSpec, Observed};
 use crate::service::ServiceSpec;
 
@@ -29,12 +29,25 @@ pub enum SwitchError {
         service: String,
         /// The instance.
         instance: InstanceId,
+        /// What the failure means: the engine refusing the service's configuration is
+        /// permanent, an image that cannot run is the build's fault, a conflict is transient.
+        kind: FailureKind,
         /// What went wrong, for people.
         reason: String,
         /// What went wrong underneath, if an error caused it.
         #[source]
         source: Option<BoxError>,
     },
+}
+
+impl SwitchError {
+    /// What this failure means for a deploy.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::EngineUnreachable { .. } => FailureKind::Transient,
+            Self::Failed { kind, .. } => *kind,
+        }
+    }
 }
 
 /// The result of [`Switcher::start`].

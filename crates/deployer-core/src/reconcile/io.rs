@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::types::{GenerationRef, Health, InstanceId, InstanceSpec, JournalEntry, Observed};
 use crate::image::{Digest, ImageRef};
+use crate::ports::{FailureKind, Fetched, Promoted, Removed, Retired, Started};
 use crate::report::{Outcome, ServiceState};
 use crate::service::ServiceSpec;
 use crate::target::{Halt, Target};
@@ -108,32 +109,81 @@ impl Op {
     }
 }
 
-/// The result of an [`Op`]. Errors are already rendered for people: the machine only reports them.
+/// A failed step, as the machine sees it: what the failure means for the build, and the words
+/// for people (already rendered with the error's causes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    /// What the failure means; the machine's policy depends only on this.
+    pub kind: FailureKind,
+    /// What went wrong, for reports, statuses and logs.
+    pub message: String,
+}
+
+impl StepError {
+    /// A failure of `kind`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A failure retrying may cure.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Transient, message)
+    }
+
+    /// A failure retrying cannot cure, not the build's fault.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Permanent, message)
+    }
+
+    /// The build's own fault.
+    pub fn build(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Build, message)
+    }
+
+    /// The same failure, its message prefixed with what was being done.
+    pub fn context(self, doing: impl std::fmt::Display) -> Self {
+        Self {
+            kind: self.kind,
+            message: format!("{doing}: {}", self.message),
+        }
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The result of an [`Op`]: what the port answered, or a typed failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)] // reason: one value per step, moved once; boxing buys nothing
 pub enum OpResult {
     /// A permit is held.
     Admitted,
     /// Result of [`Op::Fetch`].
-    Fetched(Result<(), String>),
+    Fetched(Result<Fetched, StepError>),
     /// Result of [`Op::AcquireSlot`].
-    Slot(Result<SlotOutcome, String>),
+    Slot(Result<SlotOutcome, StepError>),
     /// Result of [`Op::Observe`]: the containers and, if asked for, the journal.
-    Observed(Result<(Observed, Option<JournalEntry>), String>),
+    Observed(Result<(Observed, Option<JournalEntry>), StepError>),
     /// Result of [`Op::Journal`].
-    Journaled(Result<(), String>),
+    Journaled(Result<(), StepError>),
     /// Result of [`Op::Start`].
-    Started(Result<(), String>),
+    Started(Result<Started, StepError>),
     /// Result of [`Op::Probe`]; an error counts as unhealthy.
-    Probed(Result<Health, String>),
+    Probed(Result<Health, StepError>),
     /// Result of [`Op::Promote`].
-    Promoted(Result<(), String>),
-    /// Result of [`Op::Retire`]: requests or connections cut at the drain deadline.
-    Retired(Result<u64, String>),
+    Promoted(Result<Promoted, StepError>),
+    /// Result of [`Op::Retire`].
+    Retired(Result<Retired, StepError>),
     /// Result of [`Op::Remove`].
-    Removed(Result<(), String>),
+    Removed(Result<Removed, StepError>),
     /// Result of [`Op::Halt`].
-    Halted(Result<(), String>),
+    Halted(Result<(), StepError>),
 }
 
 /// The answer to a slot request, as the machine sees it.

@@ -29,7 +29,7 @@ mod model;
 mod plan;
 mod types;
 
-pub use io::{Effect, Input, Op, OpId, OpResult, Report, SlotOutcome, StatusUpdate};
+pub use io::{Effect, Input, Op, OpId, OpResult, Report, SlotOutcome, StatusUpdate, StepError};
 pub use machine::{Abort, Machine, Phase, Plan, PlanKind, Purpose};
 pub use types::{
     Generation, GenerationRef, Health, InstanceId, InstanceSpec, JournalEntry, Observed,

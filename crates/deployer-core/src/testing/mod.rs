@@ -39,7 +39,9 @@ pub fn target(image: &ImageRef, n: u8, revision: u64) -> Target {
         callback_url: None,
         previous: Vec::new(),
         failed: Vec::new(),
-        halted: None,
+        seen: Vec::new(),
+        halts: Vec::new(),
+        held_from: None,
     }
 }
 

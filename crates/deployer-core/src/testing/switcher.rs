@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::Failures;
 use crate::image::{Digest, ImageRef};
-use crate::ports::{Promoted, Removed, Retired, Started, SwitchError, Switcher};
+use crate::ports::{FailureKind, Promoted, Removed, Retired, Started, SwitchError, Switcher};
 use crate::reconcile::{Health, InstanceId, InstanceSpec, Observed, ObservedInstance, RunState};
 use crate::service::{ServiceName, ServiceSpec};
 
@@ -55,12 +55,30 @@ pub struct World {
     /// Every call, in order.
     pub calls: Vec<Call>,
     failures: Failures,
+    /// The kind injected failures of an operation have, where not the default.
+    kinds: HashMap<&'static str, FailureKind>,
 }
 
 impl World {
-    /// Fails the next `times` calls of `op`.
+    /// Fails the next `times` calls of `op`, with the operation's default kind: a failed
+    /// `start` is the build's fault (its image cannot run), anything else transient.
     pub fn fail_next(&mut self, op: &'static str, times: u32) {
         self.failures.set(op, times);
+    }
+
+    /// Fails the next `times` calls of `op` with failures of `kind` (an engine that is
+    /// unreachable, a configuration it refuses, ...).
+    pub fn fail_next_with(&mut self, op: &'static str, times: u32, kind: FailureKind) {
+        self.failures.set(op, times);
+        self.kinds.insert(op, kind);
+    }
+
+    fn kind_of(&self, op: &'static str) -> FailureKind {
+        match (self.kinds.get(op), op) {
+            (Some(kind), _) => *kind,
+            (None, "start") => FailureKind::Build,
+            (None, _) => FailureKind::Transient,
+        }
     }
 
     fn record(
@@ -263,18 +281,30 @@ impl FakeSwitcher {
     }
 }
 
-fn fail(
-    op: &'static str,
-    service: &ServiceSpec,
-    instance: InstanceId,
-    reason: String,
-) -> SwitchError {
-    SwitchError::Failed {
-        operation: op,
-        service: service.name().to_string(),
-        instance,
-        reason,
-        source: None,
+impl FakeSwitcher {
+    fn fail(
+        &self,
+        op: &'static str,
+        service: &ServiceSpec,
+        instance: InstanceId,
+        reason: String,
+    ) -> SwitchError {
+        let kind = self.world().kind_of(op);
+        if kind == FailureKind::Transient && op != "probe" {
+            return SwitchError::EngineUnreachable {
+                operation: op,
+                service: service.name().to_string(),
+                source: reason.into(),
+            };
+        }
+        SwitchError::Failed {
+            operation: op,
+            service: service.name().to_string(),
+            instance,
+            kind,
+            reason,
+            source: None,
+        }
     }
 }
 
@@ -298,7 +328,7 @@ impl Switcher for FakeSwitcher {
     ) -> Result<Started, SwitchError> {
         self.pause("start").await;
         let r = self.world().start(service.name(), instance);
-        r.map_err(|e| fail("start", service, instance.id, e))
+        r.map_err(|e| self.fail("start", service, instance.id, e))
     }
 
     async fn probe(
@@ -308,7 +338,7 @@ impl Switcher for FakeSwitcher {
     ) -> Result<Health, SwitchError> {
         self.pause("probe").await;
         let r = self.world().probe(service.name(), instance);
-        r.map_err(|e| fail("probe", service, instance, e))
+        r.map_err(|e| self.fail("probe", service, instance, e))
     }
 
     async fn promote(
@@ -318,7 +348,7 @@ impl Switcher for FakeSwitcher {
     ) -> Result<Promoted, SwitchError> {
         self.pause("promote").await;
         let r = self.world().promote(service.name(), instance);
-        r.map_err(|e| fail("promote", service, instance, e))
+        r.map_err(|e| self.fail("promote", service, instance, e))
     }
 
     async fn retire(
@@ -328,7 +358,7 @@ impl Switcher for FakeSwitcher {
     ) -> Result<Retired, SwitchError> {
         self.pause("retire").await;
         let r = self.world().retire(service.name(), instance);
-        r.map_err(|e| fail("retire", service, instance, e))
+        r.map_err(|e| self.fail("retire", service, instance, e))
     }
 
     async fn remove(
@@ -338,6 +368,6 @@ impl Switcher for FakeSwitcher {
     ) -> Result<Removed, SwitchError> {
         self.pause("remove").await;
         let r = self.world().remove(service.name(), instance);
-        r.map_err(|e| fail("remove", service, instance, e))
+        r.map_err(|e| self.fail("remove", service, instance, e))
     }
 }

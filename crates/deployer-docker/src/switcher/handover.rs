@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use deployer_core::ServiceSpec;
-use deployer_core::ports::{Promoted, Removed, Retired, Started, SwitchError};
+use deployer_core::ports::{FailureKind, Promoted, Removed, Retired, Started, SwitchError};
 use deployer_core::reconcile::{Health, InstanceId, InstanceSpec};
 use deployer_core::service::Handover;
 
@@ -92,7 +92,7 @@ pub(super) async fn start(
             host_ip: switcher.config.host_ip,
         },
     )
-    .map_err(|reason| failed("start", service, id, reason))?;
+    .map_err(|reason| failed("start", service, id, FailureKind::Permanent, reason))?;
     match switcher.create_and_start(&name, spec).await {
         Ok(()) => {
             tracing::info!(service = %service.name(), instance = %id, container = %name, %image, "candidate started");
@@ -132,6 +132,7 @@ async fn restart_existing(
             "start",
             service,
             instance,
+            FailureKind::Permanent,
             format!("container {name} exists but does not belong to the service"),
         ));
     }
@@ -175,7 +176,13 @@ pub(super) async fn promote(
 ) -> Result<Promoted, SwitchError> {
     let name = switcher.handover_name(service, id);
     let Some(handover) = service.strategy().handover() else {
-        return Err(failed("promote", service, id, "not a handover service"));
+        return Err(failed(
+            "promote",
+            service,
+            id,
+            FailureKind::Permanent,
+            "not a handover service",
+        ));
     };
     let container = switcher
         .inspect(&name)
@@ -186,6 +193,7 @@ pub(super) async fn promote(
                 "promote",
                 service,
                 id,
+                FailureKind::Transient,
                 format!("container {name} does not exist"),
             )
         })?;
@@ -194,6 +202,7 @@ pub(super) async fn promote(
             "promote",
             service,
             id,
+            FailureKind::Build,
             format!("container {name} is not running"),
         ));
     }
@@ -207,6 +216,7 @@ pub(super) async fn promote(
             "promote",
             service,
             id,
+            FailureKind::Permanent,
             format!("container {name} publishes no port"),
         )
     })?;
@@ -217,10 +227,11 @@ pub(super) async fn promote(
             operation: "promote",
             service: service.name().to_string(),
             instance: id,
+            kind: FailureKind::Transient,
             reason: "the service's proxy is not bound".to_owned(),
             source: Some(Box::new(e)),
         })?
-        .ok_or_else(|| failed("promote", service, id, "no proxy"))?;
+        .ok_or_else(|| failed("promote", service, id, FailureKind::Transient, "no proxy"))?;
     let previous = switcher.record_backend(service.name(), id, Some(addr));
     let outcome = match proxy.add_backend(addr) {
         deployer_proxy::AddOutcome::Added => Promoted::Switched,

@@ -28,7 +28,9 @@ use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, RenameContainerOptions, StartContainerOptions, StopContainerOptions,
 };
-use deployer_core::ports::{Promoted, Removed, Retired, Started, SwitchError, Switcher};
+use deployer_core::ports::{
+    FailureKind, Promoted, Removed, Retired, Started, SwitchError, Switcher,
+};
 use deployer_core::reconcile::{
     Generation, Health, InstanceId, InstanceSpec, Observed, ObservedInstance, RunState,
 };
@@ -592,14 +594,15 @@ pub(crate) fn engine<'a>(
     move |e| switch_error(op, service.name().as_str(), id, e)
 }
 
-/// A step failing for a reason of ours.
+/// A step failing for a reason of ours, with what it means for the build.
 pub(crate) fn failed(
     op: &'static str,
     service: &ServiceSpec,
     id: InstanceId,
+    kind: FailureKind,
     reason: impl Into<String>,
 ) -> SwitchError {
-    step_failed(op, service.name().as_str(), id, reason, None)
+    step_failed(op, service.name().as_str(), id, kind, reason, None)
 }
 
 #[async_trait]

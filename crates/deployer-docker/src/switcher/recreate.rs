@@ -9,7 +9,7 @@
 //! template.
 
 use deployer_core::ServiceSpec;
-use deployer_core::ports::{Promoted, Removed, Retired, Started, SwitchError};
+use deployer_core::ports::{FailureKind, Promoted, Removed, Retired, Started, SwitchError};
 use deployer_core::reconcile::{Health, InstanceId, InstanceSpec};
 
 use super::container_config::{self, Publish};
@@ -62,6 +62,7 @@ pub(super) async fn start(
                         "start",
                         service,
                         id,
+                        FailureKind::Transient,
                         format!("container {} vanished", source.name),
                     )
                 })?;
@@ -92,7 +93,7 @@ pub(super) async fn start(
                 labels::env_for_instance(service, instance),
                 Publish::Template,
             )
-            .map_err(|reason| failed("start", service, id, reason))?;
+            .map_err(|reason| failed("start", service, id, FailureKind::Permanent, reason))?;
             (base, spec)
         }
     };
@@ -135,6 +136,7 @@ async fn free_name(
             "start",
             service,
             id,
+            FailureKind::Permanent,
             format!("the name {name} is taken by a container that is not the service's"),
         )),
     }
@@ -201,12 +203,14 @@ pub(super) async fn promote(
             "promote",
             service,
             id,
+            FailureKind::Build,
             format!("container {} is not running", found.name),
         )),
         None => Err(failed(
             "promote",
             service,
             id,
+            FailureKind::Transient,
             "the container does not exist",
         )),
     }

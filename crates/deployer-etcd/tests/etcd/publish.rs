@@ -30,19 +30,29 @@ async fn publish_only_moves_forward() {
     assert!(second.revision > first.revision);
     assert_eq!(second.previous, vec![digest(1)]);
 
-    // A late webhook for the older build must not roll the fleet back.
-    let late = coordinator.publish(request(1)).await.unwrap();
+    // A late webhook for the older build, dated before the current one, must not roll the
+    // fleet back.
+    let mut late = request(1);
+    late.event_time = Some(Timestamp::from_millis(1_000));
+    let late = coordinator.publish(late).await.unwrap();
     assert!(matches!(late, PublishOutcome::Stale { .. }), "{late:?}");
     assert_eq!(coordinator.target(&image()).await.unwrap().unwrap(), second);
 
-    // A push dated before the current one is stale too, even with a digest never seen.
+    // A genuine later push wins, and its redelivery is a replay even with a newer date.
+    let now = Timestamp::now().as_millis();
     let mut dated = request(3);
-    dated.event_time = Some(Timestamp::from_millis(2_000));
+    dated.delivery_id = Some("event-3".into());
+    dated.event_time = Some(Timestamp::from_millis(now));
     let dated = publish_request(&coordinator, dated).await;
     let mut older = request(4);
-    older.event_time = Some(Timestamp::from_millis(1_000));
+    older.event_time = Some(Timestamp::from_millis(now - 1_000));
     let older = coordinator.publish(older).await.unwrap();
     assert!(matches!(older, PublishOutcome::Stale { .. }), "{older:?}");
+    let mut replay = request(4);
+    replay.delivery_id = Some("event-3".into());
+    replay.event_time = Some(Timestamp::from_millis(now + 1_000));
+    let replay = coordinator.publish(replay).await.unwrap();
+    assert!(matches!(replay, PublishOutcome::Stale { .. }), "{replay:?}");
 
     // An operator's rollback goes through.
     let mut rollback = request(1);
@@ -137,6 +147,7 @@ async fn halt_applies_only_to_the_current_digest() {
     publish(&coordinator, 1).await;
     let current = publish(&coordinator, 2).await;
     let halt = Halt {
+        service: deployer_core::ServiceName::new("web").unwrap(),
         node: "b".into(),
         reason: "unhealthy".into(),
         at: Timestamp::now(),
@@ -157,7 +168,7 @@ async fn halt_applies_only_to_the_current_digest() {
         .await
         .unwrap();
     let halted = coordinator.target(&image()).await.unwrap().unwrap();
-    assert_eq!(halted.halted, Some(halt.clone()));
+    assert_eq!(halted.halts, vec![halt.clone()]);
     assert!(halted.revision > current.revision, "watchers see the halt");
 
     let mut later = halt.clone();
@@ -173,7 +184,7 @@ async fn halt_applies_only_to_the_current_digest() {
     let mut retry = request(2);
     retry.force = true;
     let retried = publish_request(&coordinator, retry).await;
-    assert_eq!(retried.halted, None);
+    assert!(retried.halts.is_empty());
     coordinator.close().await;
 }
 

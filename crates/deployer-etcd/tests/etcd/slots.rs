@@ -153,6 +153,7 @@ async fn a_halt_releases_hosts_waiting_for_a_slot() {
 
     // The first host's switch fails: it marks the build failed for everyone.
     let halt = Halt {
+        service: web.clone(),
         node: "host-0".into(),
         reason: "candidate unhealthy".into(),
         at: Timestamp::now(),

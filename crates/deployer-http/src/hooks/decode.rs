@@ -29,6 +29,9 @@ pub struct Build {
     pub event_time: Option<Timestamp>,
     /// Where the sender wants the result (Docker Hub's `callback_url`).
     pub callback_url: Option<String>,
+    /// The sender's id of this event, when the payload has one (a registry event's `id`); a
+    /// redelivery repeats it, so it tells a replay from a new push of the same build.
+    pub event_id: Option<String>,
 }
 
 impl Build {
@@ -38,7 +41,13 @@ impl Build {
             digest: None,
             event_time: None,
             callback_url: None,
+            event_id: None,
         }
+    }
+
+    pub(crate) fn id(mut self, event_id: Option<String>) -> Self {
+        self.event_id = event_id;
+        self
     }
 
     pub(crate) fn digest(mut self, digest: Option<Digest>) -> Self {

@@ -307,7 +307,8 @@ impl Hooks {
                 digest: build.digest,
                 source: endpoint.source.clone(),
                 received_at,
-                delivery_id: delivery_id.map(str::to_owned),
+                // GitHub names its delivery in a header; a registry names each event in the body.
+                delivery_id: delivery_id.map(str::to_owned).or(build.event_id),
                 event_time: build.event_time,
                 callback_url: build.callback_url,
             };
@@ -318,7 +319,7 @@ impl Hooks {
             match self.sink.submit(event) {
                 Ok(result) => {
                     if result == Submission::Queued {
-                        tracing::info!(source = %endpoint.source, %image, digest = ?digest, "webhook queued a build");
+                        tracing::info!(source = %endpoint.source, %image, digest = digest.as_deref().unwrap_or("-"), "webhook queued a build");
                     }
                     results.push(EventResult {
                         image,

@@ -14,6 +14,10 @@ pub(crate) const MEDIA_TYPES: &[&str] = &[
     "application/json",
 ];
 
+/// Longer event ids are not kept: they are not the registry's (a UUID), and every id is
+/// remembered with the target.
+const EVENT_ID_MAX: usize = 128;
+
 /// Media types of pushes that name an image (as opposed to a layer or config blob).
 const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -61,7 +65,12 @@ pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Bu
         };
         let image = parts.image(&format!("{host}/{repository}:{tag}"))?;
         let time = event.get("timestamp").rfc3339();
-        builds.push(Build::new(image).digest(Some(digest)).at(time));
+        let id = event
+            .get("id")
+            .opt_text()?
+            .filter(|id| id.len() <= EVENT_ID_MAX)
+            .map(str::to_owned);
+        builds.push(Build::new(image).digest(Some(digest)).at(time).id(id));
     }
     Ok(builds)
 }

@@ -129,7 +129,10 @@ async fn the_envelopes_of_one_real_push_yield_exactly_one_build() {
     );
     assert_eq!(event.source.as_str(), "registry");
     assert!(event.event_time.is_some());
-    assert_eq!(event.delivery_id, None);
+    assert!(
+        event.delivery_id.is_some(),
+        "the registry's event id tells a redelivery from a new push"
+    );
     assert_eq!(hooks.count(Sender::Registry, WebhookResult::Accepted), 1);
     assert_eq!(hooks.count(Sender::Registry, WebhookResult::Ignored), 8);
     assert_eq!(hooks.sink.stats().queued, 1);
@@ -139,19 +142,22 @@ async fn the_envelopes_of_one_real_push_yield_exactly_one_build() {
 async fn the_registry_sends_v1_v2_or_plain_json_and_nothing_else() {
     let mut hooks = hooks();
     let body = fixture("registry_push_reference.json");
-    for content_type in [
+    for (n, content_type) in [
         REGISTRY_V1,
         "application/vnd.docker.distribution.events.v2+json",
         "application/json; charset=utf-8",
         "Application/JSON",
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let request = post(
             "/hooks/registry",
             &[
                 ("content-type", content_type),
                 ("authorization", &format!("Bearer {TOKEN}")),
             ],
-            body.clone(),
+            another_event(&body, n),
         );
         assert_eq!(
             send(&hooks.router, request).await.0,
@@ -574,6 +580,17 @@ async fn bodies_over_the_limit_are_413_whether_announced_or_not() {
     assert_eq!(hooks.count(Sender::Generic, WebhookResult::TooLarge), 2);
 }
 
+/// The reference registry envelope as another event (the registry gives every event its own
+/// id; the same id again is a redelivery).
+fn another_event(body: &[u8], n: usize) -> Vec<u8> {
+    let text = std::str::from_utf8(body).expect("fixture is UTF-8");
+    text.replace(
+        "89df7a2b-5ba4-4a5b-9d4c-0e7a0c6f1c1e",
+        &format!("89df7a2b-5ba4-4a5b-9d4c-{n:012}"),
+    )
+    .into_bytes()
+}
+
 /// A body stream of 256-byte chunks.
 fn futures_stream(
     bytes: &[u8],
@@ -591,7 +608,8 @@ async fn a_full_queue_is_503_with_retry_after_and_a_stopped_driver_503_without()
         send(&hooks.router, registry_post(body.clone())).await.0,
         StatusCode::ACCEPTED
     );
-    let (status, headers, answer) = send(&hooks.router, registry_post(body.clone())).await;
+    let (status, headers, answer) =
+        send(&hooks.router, registry_post(another_event(&body, 1))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers["retry-after"], "5");
     assert_eq!(answer["error"], "event queue is full; retry later");
@@ -616,7 +634,8 @@ async fn a_full_queue_is_503_with_retry_after_and_a_stopped_driver_503_without()
     assert_eq!(answer["events"][0]["result"], "duplicate");
 
     drop(hooks.events);
-    let (status, headers, answer) = send(&hooks.router, registry_post(body)).await;
+    let (status, headers, answer) =
+        send(&hooks.router, registry_post(another_event(&body, 2))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(headers.get("retry-after").is_none());
     assert_eq!(answer["error"], "deployer is shutting down");

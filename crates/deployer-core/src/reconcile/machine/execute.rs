@@ -1,6 +1,7 @@
 //! Carrying out a plan step by step, and taking each step's result (probing included).
 
 use super::*;
+use crate::ports::Retired;
 
 impl Machine {
     pub(super) fn execute(
@@ -70,22 +71,21 @@ impl Machine {
             return;
         };
         let mut warning = None;
-        // (reason, whether the build itself is to blame)
-        let failure: Option<(String, bool)> = match (&action, result) {
+        let failure: Option<StepError> = match (&action, result) {
             (Action::Journal(entry), OpResult::Journaled(Ok(()))) => {
                 self.journaled = true;
                 self.live = entry.live.clone();
                 self.next_generation = self.next_generation.max(entry.next_generation);
                 None
             }
-            (Action::Start(spec), OpResult::Started(Ok(()))) => {
+            (Action::Start(spec), OpResult::Started(Ok(_))) => {
                 self.model.set(spec, Status::Running);
                 None
             }
             (Action::Start(spec), OpResult::Started(Err(e))) => {
                 // A container may exist half-made; keep it in the model so undoing removes it.
                 self.model.set(spec, Status::Stopped);
-                Some((format!("starting {} failed: {e}", spec.id), true))
+                Some(e.context(format_args!("starting {} failed", spec.id)))
             }
             (Action::Probe(id), OpResult::Probed(health)) => {
                 let id = *id;
@@ -93,8 +93,12 @@ impl Machine {
                     self.phase = Phase::Executing(plan);
                     return;
                 };
+                let (health, probe_kind) = match health {
+                    Ok(health) => (health, FailureKind::Build),
+                    Err(e) => (Health::Unhealthy(e.message), e.kind),
+                };
                 match health {
-                    Ok(Health::Healthy) => {
+                    Health::Healthy => {
                         probe.successes += 1;
                         if probe.successes < self.spec.health().healthy_threshold() {
                             let at = now + self.spec.health().interval();
@@ -106,21 +110,27 @@ impl Machine {
                         self.model.update(id, Status::Healthy);
                         None
                     }
-                    Ok(Health::Exited(e)) => {
+                    Health::Exited(e) => {
                         plan.probe = None;
                         self.model.update(id, Status::Stopped);
-                        Some((format!("{id} exited: {e}"), true))
+                        Some(StepError::build(format!("{id} exited: {e}")))
                     }
-                    Ok(Health::Unhealthy(e)) | Err(e) => {
+                    Health::Unhealthy(e) => {
                         probe.successes = 0;
                         if now >= probe.deadline {
                             plan.probe = None;
-                            Some((
+                            // A probe that could not even run (the engine was unreachable) does
+                            // not blame the build when it is the last word at the deadline.
+                            let kind = match probe_kind {
+                                FailureKind::Transient => FailureKind::Transient,
+                                _ => FailureKind::Build,
+                            };
+                            Some(StepError::new(
+                                kind,
                                 format!(
                                     "{id} not healthy within {:?}: {e}",
                                     self.spec.health().deadline()
                                 ),
-                                true,
                             ))
                         } else {
                             let at = (now + self.spec.health().interval()).min(probe.deadline);
@@ -131,16 +141,16 @@ impl Machine {
                     }
                 }
             }
-            (Action::Promote(id), OpResult::Promoted(Ok(()))) => {
+            (Action::Promote(id), OpResult::Promoted(Ok(_))) => {
                 self.model.update(*id, Status::Serving);
                 None
             }
             (Action::Promote(id), OpResult::Promoted(Err(e))) => {
-                Some((format!("promoting {id} failed: {e}"), false))
+                Some(e.context(format_args!("promoting {id} failed")))
             }
-            (Action::Retire(id), OpResult::Retired(Ok(cut))) => {
+            (Action::Retire(id), OpResult::Retired(Ok(retired))) => {
                 self.model.update(*id, Status::Stopped);
-                if let Some(run) = &mut self.run {
+                if let (Some(run), Retired::Stopped { cut }) = (&mut self.run, retired) {
                     run.cut += cut;
                 }
                 None
@@ -154,7 +164,7 @@ impl Machine {
                 warning = Some(w);
                 None
             }
-            (Action::Remove(id), OpResult::Removed(Ok(()))) => {
+            (Action::Remove(id), OpResult::Removed(Ok(_))) => {
                 self.model.remove(*id);
                 None
             }
@@ -171,7 +181,7 @@ impl Machine {
                 None
             }
             (Action::Journal(_), OpResult::Journaled(Err(e))) => {
-                Some((format!("journal write failed: {e}"), false))
+                Some(e.context("journal write failed"))
             }
             // A result that does not belong to the step: keep waiting for the right one.
             _ => {
@@ -188,7 +198,7 @@ impl Machine {
                 self.phase = Phase::Executing(plan);
                 self.advance(now, fx);
             }
-            Some((reason, blame_build)) => self.plan_failed(now, plan, reason, blame_build, fx),
+            Some(error) => self.plan_failed(now, plan, error, fx),
         }
     }
 }

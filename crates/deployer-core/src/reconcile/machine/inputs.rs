@@ -10,9 +10,12 @@ impl Machine {
             return;
         }
         let target = &**self.desired.insert(Arc::new(target));
-        let (digest, halted) = (target.digest.clone(), target.halted.clone());
+        let (digest, halted) = (
+            target.digest.clone(),
+            target.halt_for(self.spec.name()).cloned(),
+        );
         match &mut self.phase {
-            Phase::Idle | Phase::Halted { .. } => self.check_desired(fx),
+            Phase::Idle | Phase::Halted { .. } | Phase::Failed { .. } => self.check_desired(fx),
             Phase::Backoff {
                 next: Purpose::Deploy,
                 ..
@@ -68,7 +71,7 @@ impl Machine {
     }
 
     pub(super) fn on_resync(&mut self, fx: &mut Vec<Effect>) {
-        let at_rest = matches!(self.phase, Phase::Idle | Phase::Halted { .. });
+        let at_rest = self.at_rest();
         if !at_rest || !self.booted || self.stopping || self.inflight.is_some() {
             return;
         }
@@ -84,6 +87,7 @@ impl Machine {
         match &self.phase {
             Phase::Idle
             | Phase::Halted { .. }
+            | Phase::Failed { .. }
             | Phase::Backoff { .. }
             | Phase::Admitting(_)
             | Phase::Fetching(_)
@@ -112,21 +116,26 @@ impl Machine {
                     Purpose::Deploy => self.begin_deploy(now, fx),
                 }
             }
-            (Phase::Fetching(target), OpResult::Fetched(Ok(()))) => {
+            (Phase::Fetching(target), OpResult::Fetched(Ok(_))) => {
                 self.phase = Phase::AwaitingSlot(target.clone());
                 self.run_op(Op::AcquireSlot { target }, fx);
             }
             (Phase::Fetching(target), OpResult::Fetched(Err(e))) => {
-                self.transient_failure(
-                    now,
-                    Purpose::Deploy,
-                    format!(
-                        "fetch of {}@{} failed: {e}",
-                        target.image,
-                        target.digest.short()
-                    ),
-                    fx,
-                );
+                let e = e.context(format_args!(
+                    "fetch of {}@{} failed",
+                    target.image,
+                    target.digest.short()
+                ));
+                match e.kind {
+                    FailureKind::Transient => {
+                        self.transient_failure(now, Purpose::Deploy, e.message, fx);
+                    }
+                    // No candidate exists yet: nothing to roll back, and a fetch that cannot
+                    // succeed here says nothing about the build elsewhere.
+                    FailureKind::Permanent | FailureKind::Build => {
+                        self.give_up(now, Some(target), e.message, fx);
+                    }
+                }
             }
             (Phase::AwaitingSlot(target), OpResult::Slot(Ok(SlotOutcome::Granted))) => {
                 self.slot = true;
@@ -139,7 +148,7 @@ impl Machine {
                 self.transient_failure(
                     now,
                     Purpose::Deploy,
-                    format!("rollout slot unavailable: {e}"),
+                    format!("rollout slot unavailable: {}", e.message),
                     fx,
                 );
             }
@@ -152,7 +161,12 @@ impl Machine {
                 } else {
                     Purpose::Recover
                 };
-                self.transient_failure(now, next, format!("observing containers failed: {e}"), fx);
+                self.transient_failure(
+                    now,
+                    next,
+                    format!("observing containers failed: {}", e.message),
+                    fx,
+                );
             }
             (Phase::Executing(plan), result) => self.on_step_result(now, plan, result, fx),
             (phase, _) => self.phase = phase,

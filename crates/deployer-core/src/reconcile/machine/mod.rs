@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::io::{Effect, Input, Op, OpId, OpResult, Report, SlotOutcome, StatusUpdate};
+use super::io::{Effect, Input, Op, OpId, OpResult, Report, SlotOutcome, StatusUpdate, StepError};
 use super::model::{Model, Status};
 use super::plan::{self, Action};
 use super::types::{
     Generation, GenerationRef, Health, InstanceId, JournalEntry, Observed, RunState,
 };
 use crate::image::Digest;
+use crate::ports::FailureKind;
 use crate::report::{Outcome, ServiceState};
 use crate::service::{ServiceSpec, Strategy};
 use crate::target::{Halt, Revision, Target};
@@ -52,8 +53,15 @@ pub enum Phase {
     },
     /// Live matches the target, or there is no target.
     Idle,
-    /// Gave up on the current target; waits for a newer one.
+    /// The current target's build failed for this service (here or on another host) and is
+    /// halted for it; waits for a newer target or an operator's deploy.
     Halted {
+        /// Why.
+        reason: String,
+    },
+    /// Gave up on the current target without blaming the build (not found, not authorised,
+    /// retries used up); waits for a newer target or an operator's deploy.
+    Failed {
         /// Why.
         reason: String,
     },
@@ -107,8 +115,9 @@ pub enum PlanKind {
         candidate: GenerationRef,
         /// Why it failed.
         reason: String,
-        /// Whether the build itself failed (halt it) or the machinery did (retry later).
-        blame_build: bool,
+        /// What the failure means: the build's fault halts it, a transient one retries later,
+        /// a permanent one gives up on the target here.
+        fault: FailureKind,
     },
     /// Remove a candidate that never took traffic.
     Abort {
@@ -291,6 +300,7 @@ impl Machine {
             Phase::Backoff { .. } => ServiceState::Backoff,
             Phase::Idle => ServiceState::Idle,
             Phase::Halted { .. } => ServiceState::Halted,
+            Phase::Failed { .. } => ServiceState::Failed,
             Phase::Stopped => ServiceState::Stopped,
         }
     }

@@ -7,14 +7,17 @@ impl Machine {
         &mut self,
         now: Instant,
         plan: Box<Plan>,
-        reason: String,
-        blame_build: bool,
+        error: StepError,
         fx: &mut Vec<Effect>,
     ) {
+        let StepError {
+            kind: fault,
+            message: reason,
+        } = error;
         match plan.kind {
             PlanKind::Rollout { target, candidate } => {
                 let mut actions = self.converge_on_live();
-                if blame_build {
+                if fault == FailureKind::Build {
                     actions.push_back(Action::Halt {
                         target: target.clone(),
                         reason: reason.clone(),
@@ -24,7 +27,7 @@ impl Machine {
                     target,
                     candidate,
                     reason,
-                    blame_build,
+                    fault,
                 };
                 self.execute(now, kind, actions, fx);
             }
@@ -99,15 +102,28 @@ impl Machine {
                 self.rest(fx);
             }
             PlanKind::Rollback {
+                reason,
+                fault: FailureKind::Transient,
+                ..
+            } => {
+                // The build is not at fault: retry it later like any transient failure.
+                return self.transient_failure(now, Purpose::Deploy, reason, fx);
+            }
+            PlanKind::Rollback {
                 target,
                 candidate,
                 reason,
-                blame_build: true,
+                fault,
             } => {
                 self.given_up = Some((target.digest.clone(), target.revision));
+                // Without an earlier generation nothing was rolled back to: the deploy failed.
+                let outcome = match self.live {
+                    Some(_) => Outcome::RolledBack,
+                    None => Outcome::Failed,
+                };
                 self.report(
                     now,
-                    Outcome::RolledBack,
+                    outcome,
                     Some(target),
                     Some(candidate),
                     Some(reason.clone()),
@@ -115,15 +131,10 @@ impl Machine {
                     fx,
                 );
                 self.end_busy(fx);
-                self.phase = Phase::Halted { reason };
-            }
-            PlanKind::Rollback {
-                reason,
-                blame_build: false,
-                ..
-            } => {
-                // The build is not at fault: retry it later like any transient failure.
-                return self.transient_failure(now, Purpose::Deploy, reason, fx);
+                self.phase = match fault {
+                    FailureKind::Build => Phase::Halted { reason },
+                    _ => Phase::Failed { reason },
+                };
             }
             PlanKind::Abort {
                 target,

@@ -31,7 +31,7 @@ impl Machine {
         let Some(target) = self.desired.clone() else {
             return self.rest(fx);
         };
-        if let Some(halt) = target.halted.clone()
+        if let Some(halt) = target.halt_for(self.spec.name()).cloned()
             && !self.is_live(&target.digest)
         {
             return self.skip(now, target, &halt, fx);
@@ -102,7 +102,7 @@ impl Machine {
         let Some(target) = self.desired.clone().filter(|t| t.digest == fetched.digest) else {
             return self.begin_deploy(now, fx);
         };
-        if !self.needs_deploy() || target.halted.is_some() {
+        if !self.needs_deploy() || target.halt_for(self.spec.name()).is_some() {
             return self.begin_deploy(now, fx);
         }
         let candidate = GenerationRef {

@@ -27,23 +27,48 @@ impl Machine {
             self.wake_at(until, fx);
         } else {
             let reason = format!("gave up after {} attempts: {reason}", self.attempts);
-            self.attempts = 0;
-            if next == Purpose::Deploy
-                && let Some(target) = self.desired.clone()
-            {
-                self.given_up = Some((target.digest.clone(), target.revision));
-                self.report(
-                    now,
-                    Outcome::Failed,
-                    Some(target),
-                    None,
-                    Some(reason.clone()),
-                    None,
-                    fx,
-                );
-            }
-            self.phase = Phase::Halted { reason };
+            let target = match next {
+                Purpose::Deploy => self.desired.clone(),
+                Purpose::Recover => None,
+            };
+            self.give_up(now, target, reason, fx);
         }
+    }
+
+    /// Stops trying `target` here without blaming the build: it is reported failed, and only
+    /// a newer target or an operator's deploy starts it again.
+    pub(super) fn give_up(
+        &mut self,
+        now: Instant,
+        target: Option<Arc<Target>>,
+        reason: String,
+        fx: &mut Vec<Effect>,
+    ) {
+        self.attempts = 0;
+        self.resync = None;
+        self.end_busy(fx);
+        if let Some(target) = target {
+            self.given_up = Some((target.digest.clone(), target.revision));
+            self.report(
+                now,
+                Outcome::Failed,
+                Some(target),
+                None,
+                Some(reason.clone()),
+                None,
+                fx,
+            );
+        }
+        self.run = None;
+        self.phase = Phase::Failed { reason };
+    }
+
+    /// Whether nothing is under way: a resync or a new target may start work.
+    pub(super) fn at_rest(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Idle | Phase::Halted { .. } | Phase::Failed { .. }
+        )
     }
 
     /// Another host failed this build: do not start it here.
@@ -101,7 +126,7 @@ impl Machine {
 
     /// At rest: start a deploy if the newest target asks for one.
     pub(super) fn check_desired(&mut self, fx: &mut Vec<Effect>) {
-        if self.stopping || !matches!(self.phase, Phase::Idle | Phase::Halted { .. }) {
+        if self.stopping || !self.at_rest() {
             return;
         }
         if self.needs_deploy() {
@@ -109,7 +134,7 @@ impl Machine {
         }
         // Halted elsewhere before this host started it: note it, start nothing, report nothing.
         if let Some(target) = &self.desired
-            && let Some(halt) = &target.halted
+            && let Some(halt) = target.halt_for(self.spec.name())
             && !self.is_live(&target.digest)
         {
             self.given_up = Some((target.digest.clone(), target.revision));
@@ -123,7 +148,7 @@ impl Machine {
         let Some(target) = &self.desired else {
             return false;
         };
-        target.halted.is_none()
+        target.halt_for(self.spec.name()).is_none()
             && self.given_up.as_ref() != Some(&(target.digest.clone(), target.revision))
             && !self.is_live(&target.digest)
     }
@@ -200,7 +225,9 @@ impl Machine {
 
     pub(super) fn emit_status(&mut self, fx: &mut Vec<Effect>) {
         let message = match &self.phase {
-            Phase::Backoff { reason, .. } | Phase::Halted { reason } => Some(reason.clone()),
+            Phase::Backoff { reason, .. } | Phase::Halted { reason } | Phase::Failed { reason } => {
+                Some(reason.clone())
+            }
             _ => None,
         };
         let status = StatusUpdate {
