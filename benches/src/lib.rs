@@ -48,6 +48,7 @@ pub fn at_rest(spec: Arc<ServiceSpec>, now: Instant) -> Machine {
         live: Some(live),
         next_generation: Generation(2),
         rollout: None,
+        target: None,
     };
     let observed = Observed {
         instances: vec![ObservedInstance {

@@ -572,7 +572,7 @@ mod tests {
         // The registry still says v2: the next poll does not undo the rollback.
         assert!(is_stale(&apply(Some(&rolled), &request(2))));
         let v3 = apply(Some(&rolled), &push(3, "e3", NOW.as_millis() / 1000)).unwrap();
-        assert_eq!((v3.digest.clone(), v3.held_from.clone()), (digest(3), None));
+        assert_eq!((v3.digest.clone(), v3.held_from), (digest(3), None));
     }
 
     #[test]

@@ -6,159 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deployer_core::driver::{Driver, DriverConfig, DriverHandle, Ports, Submission};
+use deployer_core::Outcome;
+use deployer_core::driver::{Driver, DriverConfig, Submission};
 use deployer_core::image::ImageRef;
-use deployer_core::memory::{MemoryCoordinator, MemoryJournal};
+use deployer_core::memory::MemoryJournal;
 use deployer_core::ports::{Coordinator, ImageEvent, Journal, JournalError};
-use deployer_core::reconcile::{Generation, InstanceId, JournalEntry};
-use deployer_core::service::{
-    Handover, HealthCheck, Probe, ProxyProtocol, ServiceName, ServiceSpec, Strategy,
-};
-use deployer_core::shutdown::{Shutdown, ShutdownHandle};
+use deployer_core::reconcile::{Generation, JournalEntry};
+use deployer_core::service::ServiceName;
+use deployer_core::shutdown::Shutdown;
 use deployer_core::target::{PublishRequest, Source};
-use deployer_core::testing::{
-    FakeCoordinator, FakeImageSource, FakeSwitcher, RecordingNotifier, digest,
-};
-use deployer_core::{DeployReport, Outcome};
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, timeout};
+use deployer_core::testing::{FakeCoordinator, digest};
+use tokio::time::Instant;
 
-const LONG: Duration = Duration::from_secs(24 * 3600);
+mod support;
 
-struct Env {
-    images: Arc<FakeImageSource>,
-    switcher: Arc<FakeSwitcher>,
-    coordinator: Arc<MemoryCoordinator>,
-    journal: Arc<dyn Journal>,
-    notifier: Arc<RecordingNotifier>,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self::with_journal(Arc::new(MemoryJournal::new()))
-    }
-
-    fn with_journal(journal: Arc<dyn Journal>) -> Self {
-        Self {
-            images: Arc::new(FakeImageSource::new()),
-            switcher: Arc::new(FakeSwitcher::new()),
-            coordinator: Arc::new(MemoryCoordinator::new("node-a")),
-            journal,
-            notifier: Arc::new(RecordingNotifier::new()),
-        }
-    }
-
-    fn ports(&self) -> Ports {
-        Ports {
-            images: self.images.clone(),
-            switcher: self.switcher.clone(),
-            coordinator: self.coordinator.clone(),
-            journal: self.journal.clone(),
-            notifiers: vec![self.notifier.clone()],
-        }
-    }
-
-    fn start(&self, services: Vec<ServiceSpec>, max_parallel: usize) -> Running {
-        let mut config = DriverConfig::new("node-a");
-        config.max_parallel = max_parallel;
-        let driver = Driver::new(config, self.ports(), services).expect("valid driver");
-        let handle = driver.handle();
-        let (fire, stop) = Shutdown::new();
-        let task = tokio::spawn(driver.run(wait(stop)));
-        Running { handle, fire, task }
-    }
-
-    async fn publish(&self, image: &str, n: u8) {
-        let request = PublishRequest::new(image.parse().unwrap(), digest(n), Source::new("test"));
-        self.coordinator.publish(request).await.expect("publish");
-    }
-
-    async fn report(&self, what: &str, predicate: impl Fn(&DeployReport) -> bool) -> DeployReport {
-        within(what, self.notifier.wait_for(predicate)).await
-    }
-
-    fn count(&self, outcome: Outcome) -> usize {
-        self.notifier
-            .reports()
-            .iter()
-            .filter(|r| r.outcome == outcome)
-            .count()
-    }
-}
-
-struct Running {
-    handle: DriverHandle,
-    fire: ShutdownHandle,
-    task: JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.fire.fire();
-        within("the driver to shut down", self.task)
-            .await
-            .expect("driver task");
-    }
-}
-
-async fn wait(mut stop: Shutdown) {
-    stop.wait().await;
-}
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    timeout(LONG, future)
-        .await
-        .unwrap_or_else(|_| panic!("deadlock: still waiting for {what} after a (virtual) day"))
-}
-
-/// Polls `condition` every virtual 100 ms.
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    within(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-}
-
-fn handover(name: &str, image: &str) -> ServiceSpec {
-    let health = HealthCheck::new(
-        Probe::Running,
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-        Duration::from_secs(30),
-        1,
-    )
-    .unwrap();
-    let handover = Handover::new(
-        "127.0.0.1:8080".parse().unwrap(),
-        80,
-        ProxyProtocol::Http,
-        1,
-    )
-    .unwrap();
-    ServiceSpec::builder(name, image.parse().unwrap())
-        .strategy(Strategy::Handover(handover))
-        .health(health)
-        .build()
-        .unwrap()
-}
-
-fn is(service: &str, outcome: Outcome) -> impl Fn(&DeployReport) -> bool {
-    let service = service.to_owned();
-    move |r| r.service.as_str() == service && r.outcome == outcome
-}
-
-fn name(s: &str) -> ServiceName {
-    ServiceName::new(s).unwrap()
-}
-
-fn id(generation: u64, slot: u32) -> InstanceId {
-    InstanceId {
-        generation: Generation(generation),
-        slot,
-    }
-}
+use support::*;
 
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_a_thousand_identical_triggers_deploys_once() {
@@ -490,7 +352,18 @@ async fn the_journal_is_written_before_the_candidate_starts_and_flipped_after_it
         .returning(|_, _| Ok(()));
     journal
         .expect_save()
-        .withf(|_, e| e.live.as_ref().map(|g| g.id) == Some(Generation(1)) && e.rollout.is_none())
+        .withf(|_, e| {
+            e.live.as_ref().map(|g| g.id) == Some(Generation(1))
+                && e.rollout.is_none()
+                && e.target.is_some()
+        })
+        .times(1)
+        .in_sequence(&mut order)
+        .returning(|_, _| Ok(()));
+    // Once the old generation is gone the deploy is forgotten, then reported.
+    journal
+        .expect_save()
+        .withf(|_, e| e.live.as_ref().map(|g| g.id) == Some(Generation(1)) && e.target.is_none())
         .times(1)
         .in_sequence(&mut order)
         .returning(|_, _| Ok(()));

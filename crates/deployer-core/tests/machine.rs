@@ -215,6 +215,7 @@ fn a_halt_arriving_during_probing_removes_the_candidate() {
         live: Some(live),
         next_generation: Generation(2),
         rollout: None,
+        target: None,
     };
     let mut h = Harness::recovered(
         spec(handover()),
@@ -325,6 +326,7 @@ fn a_candidate_the_journal_does_not_know_is_removed_at_recovery() {
         live: Some(generation(3, 1)),
         next_generation: Generation(4),
         rollout: None,
+        target: None,
     };
     let mut h = Harness::recovered(
         spec(handover()),
@@ -361,6 +363,7 @@ fn two_live_generations_after_a_crash_resolve_to_the_journaled_one() {
         live: Some(generation(1, 1)),
         next_generation: Generation(3),
         rollout: Some(generation(2, 2)),
+        target: None,
     };
     let both = observed(&[
         (1, 0, 1, true),
@@ -434,6 +437,7 @@ fn a_resync_at_rest_is_quiet_when_nothing_drifted_and_repairs_when_something_did
         live: Some(live.clone()),
         next_generation: Generation(2),
         rollout: None,
+        target: None,
     };
     let serving = || Observed {
         instances: vec![ObservedInstance {
@@ -476,6 +480,7 @@ fn a_resync_at_rest_is_quiet_when_nothing_drifted_and_repairs_when_something_did
                 live: Some(live),
                 next_generation: Generation(2),
                 rollout: None,
+                target: None,
             })
         ]),
         "{:?}",
@@ -509,5 +514,54 @@ fn a_resync_keeps_a_halted_service_halted() {
         matches!(h.machine().phase(), Phase::Halted { .. }),
         "{:?}",
         h.machine().phase()
+    );
+}
+
+#[test]
+fn a_deploy_a_crash_interrupted_after_going_live_is_finished_and_reported_once() {
+    // Crash after the flip (the new generation serves) but before the old one was gone.
+    let mut wanted = target(2, 7);
+    wanted.source = deployer_core::Source::new("registry");
+    wanted.delivery_id = Some("event-7".into());
+    let journal = JournalEntry {
+        live: Some(generation(2, 2)),
+        next_generation: Generation(3),
+        rollout: None,
+        target: Some(Box::new(wanted)),
+    };
+    let mut both = observed(&[(1, 0, 1, true), (2, 0, 2, true)]);
+    both.instances[1].serving = true;
+    let mut h = Harness::recovered(spec(handover()), both, Some(journal));
+    h.succeed_all();
+    assert!(
+        h.ops.contains(&Op::Remove(id(1, 0))),
+        "the old generation is removed"
+    );
+    let forgotten = h.ops.iter().rev().find_map(|op| match op {
+        Op::Journal(entry) => Some(entry.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        forgotten.and_then(|e| e.target),
+        None,
+        "the journal forgets the deploy"
+    );
+    let reports: Vec<_> = h
+        .reports
+        .iter()
+        .filter(|r| r.outcome == Outcome::Succeeded)
+        .collect();
+    assert_eq!(reports.len(), 1, "{:?}", h.reports);
+    let report = reports[0];
+    let target = report.target.as_ref().expect("the deploy's target");
+    assert_eq!(
+        target.source.as_str(),
+        "registry",
+        "the trigger that asked for it"
+    );
+    assert_eq!(target.delivery_id.as_deref(), Some("event-7"));
+    assert_eq!(
+        report.warnings,
+        vec!["finished by crash recovery".to_owned()]
     );
 }

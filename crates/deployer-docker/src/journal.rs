@@ -72,6 +72,11 @@ impl RedbJournal {
         &self.path
     }
 
+    /// The single-host coordinator's durable store, in the same file.
+    pub fn store(&self) -> crate::RedbStore {
+        crate::RedbStore::new(self.db.clone())
+    }
+
     /// Every journaled service and its entry (for status output and tests).
     pub fn entries(&self) -> Result<Vec<(String, JournalEntry)>, redb::Error> {
         let read = self.db.begin_read()?;
@@ -172,6 +177,7 @@ mod tests {
             }),
             next_generation: Generation(4),
             rollout: None,
+            target: None,
         };
         {
             let journal = RedbJournal::open(&path).unwrap();

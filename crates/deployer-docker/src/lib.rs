@@ -34,6 +34,7 @@ mod error;
 pub mod image_source;
 pub mod journal;
 mod prune;
+pub mod store;
 pub mod switcher;
 
 pub use adopt::discover_adopted;
@@ -43,4 +44,5 @@ pub use error::DockerError;
 pub use image_source::DockerImageSource;
 pub use journal::{DEFAULT_JOURNAL_PATH, OpenJournalError, RedbJournal};
 pub use prune::ImagePruner;
+pub use store::RedbStore;
 pub use switcher::{DockerSwitcher, SwitcherConfig};

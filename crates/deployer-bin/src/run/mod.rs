@@ -119,7 +119,13 @@ pub async fn run(
     };
     let coordinator: Arc<dyn Coordinator> = match &etcd {
         Some(etcd) => Arc::new(etcd.clone()),
-        None => Arc::new(MemoryCoordinator::new(settings.node.clone())),
+        // One host: targets, halts, rollback points, statuses and history live in the
+        // journal's file, so a restart forgets nothing.
+        None => Arc::new(
+            MemoryCoordinator::new(settings.node.clone())
+                .with_store(Arc::new(journal.store()))
+                .map_err(|e| unavailable("reading the local store", &e))?,
+        ),
     };
 
     let metrics = Metrics::new();

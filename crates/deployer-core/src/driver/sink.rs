@@ -281,7 +281,7 @@ pub(crate) async fn ingest(
                         );
                         let note =
                             format!("{} -> {} refused: {reason}", target.image, digest.short());
-                        ctx.refused(&event, target, &digest, note);
+                        ctx.refused(&event, target, &digest, &note);
                     }
                     _ => {
                         tracing::info!(
@@ -301,7 +301,7 @@ pub(crate) async fn ingest(
                 tracing::warn!(image = %event.image, source = %event.source, "event dropped: {problem}");
                 let note = format!("{}: {problem}", event.image);
                 if ctx.board.set_note(&event.image, Some(note.clone())) {
-                    ctx.report_each(&event, None, None, Outcome::Failed, note);
+                    ctx.report_each(&event, None, None, Outcome::Failed, &note);
                 }
             }
         }
@@ -310,20 +310,20 @@ pub(crate) async fn ingest(
 
 impl Ingest {
     /// A refused publish: noted in status, reported as skipped by every service tracking it.
-    fn refused(&self, event: &ImageEvent, current: &Target, refused: &Digest, note: String) {
-        if self.board.set_note(&current.image, Some(note.clone())) {
+    fn refused(&self, event: &ImageEvent, current: &Target, refused: &Digest, note: &str) {
+        if self.board.set_note(&current.image, Some(note.to_owned())) {
             let from = Some(current.digest.clone());
-            self.report_each(event, from, Some(refused.clone()), Outcome::Skipped, note);
+            self.report_each(event, from.as_ref(), Some(refused), Outcome::Skipped, note);
         }
     }
 
     fn report_each(
         &self,
         event: &ImageEvent,
-        from: Option<Digest>,
-        to: Option<Digest>,
+        from: Option<&Digest>,
+        to: Option<&Digest>,
         outcome: Outcome,
-        reason: String,
+        reason: &str,
     ) {
         let now = Timestamp::now();
         let image = event.image.without_digest();
@@ -333,14 +333,14 @@ impl Ingest {
                 node: self.node.to_string(),
                 image: image.clone(),
                 outcome,
-                from: from.clone(),
-                to: to.clone().or_else(|| event.digest.clone()),
+                from: from.cloned(),
+                to: to.or(event.digest.as_ref()).cloned(),
                 generation: None,
                 revision: None,
                 source: Some(event.source.clone()),
                 delivery_id: event.delivery_id.clone(),
                 callback_url: None,
-                reason: Some(reason.clone()),
+                reason: Some(reason.to_owned()),
                 rollback_error: None,
                 cut: 0,
                 warnings: Vec::new(),

@@ -1,9 +1,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, mpsc};
 
+use super::LocalStore;
 use crate::image::{Digest, ImageRef};
 use crate::ports::{
     Coordinator, CoordinatorError, SlotGrant, SlotLease, TargetSnapshot, TargetWatch, WatchEvent,
@@ -20,16 +21,20 @@ const LOG_KEPT: usize = 1024;
 /// Events buffered per watcher; a watcher that falls this far behind is closed and resumes.
 const WATCH_BUFFER: usize = 1024;
 
-/// The single-host coordinator: targets, slots, statuses and history in process memory.
+/// The single-host coordinator: targets, slots, statuses and history in process memory,
+/// optionally backed by a [`LocalStore`].
 ///
-/// Same semantics as the etcd coordinator (publish only if newer, gap-free watches from a
-/// revision, K slots per service, bounded history), minus durability: a restart starts empty,
-/// and the poller or the next webhook fills it again.
+/// Same semantics as the etcd coordinator (the publish rule of [`crate::target`], gap-free
+/// watches from a revision, K slots per service, bounded history). Without a store a restart
+/// starts empty; with one ([`MemoryCoordinator::with_store`]) every accepted change is written
+/// through before it is visible, and a restart resumes where the last one stopped. Slots are
+/// never stored: they belong to running processes.
 #[derive(Debug)]
 pub struct MemoryCoordinator {
     node: String,
     slots_per_service: usize,
     history_kept: usize,
+    store: Option<Arc<dyn LocalStore>>,
     state: Mutex<State>,
     /// Woken when a slot frees or a target changes, for `acquire_slot` waiters.
     changed: Notify,
@@ -47,9 +52,23 @@ struct State {
 }
 
 impl State {
-    fn commit(&mut self, mut target: Target) -> Target {
+    /// Writes `target` at the next revision: to the store first (a write that fails changes
+    /// nothing), then for readers and watchers.
+    fn commit(
+        &mut self,
+        store: Option<&dyn LocalStore>,
+        mut target: Target,
+    ) -> Result<Target, CoordinatorError> {
+        target.revision = Revision(self.revision + 1);
+        if let Some(store) = store {
+            store
+                .save_target(&target)
+                .map_err(|source| CoordinatorError::Unavailable {
+                    operation: "save target",
+                    source,
+                })?;
+        }
         self.revision += 1;
-        target.revision = Revision(self.revision);
         self.targets.insert(target.image.clone(), target.clone());
         self.log.push_back(target.clone());
         if self.log.len() > LOG_KEPT {
@@ -58,7 +77,7 @@ impl State {
         // A watcher whose buffer is full is closed: it resumes from its last revision.
         self.watchers
             .retain(|w| w.try_send(WatchEvent::Updated(target.clone())).is_ok());
-        target
+        Ok(target)
     }
 
     fn snapshot(&self) -> TargetSnapshot {
@@ -76,9 +95,43 @@ impl MemoryCoordinator {
             node: node.into(),
             slots_per_service: 1,
             history_kept: 1000,
+            store: None,
             state: Mutex::default(),
             changed: Notify::new(),
         }
+    }
+
+    /// Backs the coordinator with `store`: what it holds is loaded now, and every accepted
+    /// change is written to it from now on.
+    pub fn with_store(mut self, store: Arc<dyn LocalStore>) -> Result<Self, CoordinatorError> {
+        let stored = store
+            .load()
+            .map_err(|source| CoordinatorError::Unavailable {
+                operation: "load the local store",
+                source,
+            })?;
+        {
+            let mut state = self.state();
+            state.revision = stored
+                .targets
+                .iter()
+                .map(|t| t.revision.0)
+                .max()
+                .unwrap_or(0);
+            state.targets = stored
+                .targets
+                .into_iter()
+                .map(|t| (t.image.clone(), t))
+                .collect();
+            state.statuses = stored
+                .statuses
+                .into_iter()
+                .map(|s| ((s.service.clone(), s.node.clone()), s))
+                .collect();
+            state.history = stored.history.into_iter().take(self.history_kept).collect();
+        }
+        self.store = Some(store);
+        Ok(self)
     }
 
     /// Keeps at most `kept` reports.
@@ -92,6 +145,11 @@ impl MemoryCoordinator {
     }
 }
 
+fn same_deploy(a: &DeployReport, b: &DeployReport) -> bool {
+    (&a.service, &a.node, a.generation, a.outcome, &a.to)
+        == (&b.service, &b.node, b.generation, b.outcome, &b.to)
+}
+
 #[async_trait]
 impl Coordinator for MemoryCoordinator {
     async fn publish(&self, request: PublishRequest) -> Result<PublishOutcome, CoordinatorError> {
@@ -100,7 +158,7 @@ impl Coordinator for MemoryCoordinator {
         let outcome = match decide(state.targets.get(&key), &request, Timestamp::now()) {
             Decision::Keep(outcome) => outcome,
             Decision::Write(target) => PublishOutcome::Published {
-                target: state.commit(target),
+                target: state.commit(self.store.as_deref(), target)?,
             },
         };
         drop(state);
@@ -149,7 +207,7 @@ impl Coordinator for MemoryCoordinator {
             .get(&key)
             .and_then(|current| apply_halt(current, digest, halt))
         {
-            state.commit(halted);
+            state.commit(self.store.as_deref(), halted)?;
         }
         drop(state);
         self.changed.notify_waiters();
@@ -195,7 +253,16 @@ impl Coordinator for MemoryCoordinator {
 
     async fn report_status(&self, status: &ServiceStatus) -> Result<(), CoordinatorError> {
         let key = (status.service.clone(), status.node.clone());
-        self.state().statuses.insert(key, status.clone());
+        let mut state = self.state();
+        if let Some(store) = &self.store {
+            store
+                .save_status(status)
+                .map_err(|source| CoordinatorError::Unavailable {
+                    operation: "save status",
+                    source,
+                })?;
+        }
+        state.statuses.insert(key, status.clone());
         Ok(())
     }
 
@@ -205,6 +272,19 @@ impl Coordinator for MemoryCoordinator {
 
     async fn record(&self, report: &DeployReport) -> Result<(), CoordinatorError> {
         let mut state = self.state();
+        // A report sent again after a crash (between its sending and the journal forgetting
+        // the deploy) is the same deploy: history keeps it once.
+        if report.generation.is_some() && state.history.iter().any(|r| same_deploy(r, report)) {
+            return Ok(());
+        }
+        if let Some(store) = &self.store {
+            store
+                .save_report(report, self.history_kept)
+                .map_err(|source| CoordinatorError::Unavailable {
+                    operation: "save report",
+                    source,
+                })?;
+        }
         state.history.push_front(report.clone());
         state.history.truncate(self.history_kept);
         Ok(())

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::image::{Digest, ImageRef};
+use crate::target::Target;
 
 /// A numbered deployment of a service: every rollout creates a new one.
 ///
@@ -122,6 +123,11 @@ pub struct JournalEntry {
     pub next_generation: Generation,
     /// The generation being rolled out, if a rollout is under way.
     pub rollout: Option<GenerationRef>,
+    /// The target of the deploy under way, from its first journal write until its last:
+    /// when a crash interrupts it after the new generation went live, recovery finishes it and
+    /// reports it once, with the trigger that asked for it.
+    #[serde(default)]
+    pub target: Option<Box<Target>>,
 }
 
 /// One probe's verdict.

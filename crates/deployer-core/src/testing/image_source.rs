@@ -26,12 +26,19 @@ struct State {
     fetching: u32,
     max_fetching: u32,
     failures: Failures,
+    /// Builds the registry does not have (any more): fetching them is "not found".
+    missing: HashSet<Digest>,
 }
 
 impl FakeImageSource {
     /// An empty source.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes fetches of `digest` answer "not found", as a registry that deleted it would.
+    pub fn set_missing(&self, digest: Digest) {
+        self.state().missing.insert(digest);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -107,6 +114,11 @@ impl ImageSource for FakeImageSource {
                 return Err(ImageError::RegistryUnreachable {
                     image: image.to_string(),
                     source: "injected failure".into(),
+                });
+            }
+            if state.missing.contains(digest) {
+                return Err(ImageError::NotFound {
+                    image: format!("{image}@{digest}"),
                 });
             }
             state.fetching += 1;

@@ -52,6 +52,9 @@ pub struct World {
     pub exits: HashSet<Digest>,
     /// Builds that need this many probes before they are healthy (a slow boot).
     pub slow: HashMap<Digest, u32>,
+    /// Services whose containers cannot be started (a broken template, an image that cannot
+    /// run for them), with what that failure means.
+    pub broken: HashMap<ServiceName, FailureKind>,
     /// Every call, in order.
     pub calls: Vec<Call>,
     failures: Failures,
@@ -73,7 +76,10 @@ impl World {
         self.kinds.insert(op, kind);
     }
 
-    fn kind_of(&self, op: &'static str) -> FailureKind {
+    fn kind_of(&self, op: &'static str, service: &ServiceName) -> FailureKind {
+        if let (Some(kind), "start") = (self.broken.get(service), op) {
+            return *kind;
+        }
         match (self.kinds.get(op), op) {
             (Some(kind), _) => *kind,
             (None, "start") => FailureKind::Build,
@@ -124,6 +130,9 @@ impl World {
     /// Ensures the instance runs.
     pub fn start(&mut self, service: &ServiceName, spec: &InstanceSpec) -> Result<Started, String> {
         self.record(service, "start", Some(spec.id))?;
+        if self.broken.contains_key(service) {
+            return Err(format!("{service} cannot be started"));
+        }
         let exits = spec.digest.as_ref().is_some_and(|d| self.exits.contains(d));
         let key = (service.clone(), spec.id);
         let outcome = match self.instances.get_mut(&key) {
@@ -289,7 +298,7 @@ impl FakeSwitcher {
         instance: InstanceId,
         reason: String,
     ) -> SwitchError {
-        let kind = self.world().kind_of(op);
+        let kind = self.world().kind_of(op, service.name());
         if kind == FailureKind::Transient && op != "probe" {
             return SwitchError::EngineUnreachable {
                 operation: op,

@@ -198,6 +198,9 @@ pub struct Machine {
     wake: Option<Instant>,
     /// Last status sent, to send only changes.
     last_status: Option<StatusUpdate>,
+    /// A deploy the journal says went live but was not reported before a crash; recovery
+    /// reports it when it has finished it.
+    unreported: Option<Arc<Target>>,
 }
 
 impl Machine {
@@ -225,6 +228,7 @@ impl Machine {
             run: None,
             wake: None,
             last_status: None,
+            unreported: None,
         };
         let mut fx = Vec::new();
         machine.admit(Purpose::Recover, &mut fx);

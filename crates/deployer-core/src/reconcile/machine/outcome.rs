@@ -86,6 +86,19 @@ impl Machine {
                 if clean {
                     self.attempts = 0;
                 }
+                // A deploy a crash interrupted after its new generation went live: recovery
+                // just finished it, and it is reported now (once: the plan's journal write
+                // has forgotten it).
+                if let Some(target) = self.unreported.take() {
+                    self.run = Some(Run {
+                        started: now,
+                        from: None,
+                        cut: 0,
+                        warnings: vec!["finished by crash recovery".to_owned()],
+                    });
+                    let live = self.live.clone();
+                    self.report(now, Outcome::Succeeded, Some(target), live, None, None, fx);
+                }
                 self.rest(fx);
             }
             PlanKind::Rollout { target, candidate } => {
@@ -217,6 +230,7 @@ impl Machine {
                 live: self.live.clone(),
                 next_generation: self.next_generation,
                 rollout: None,
+                target: None,
             },
         )
     }

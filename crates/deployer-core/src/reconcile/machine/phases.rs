@@ -72,10 +72,11 @@ impl Machine {
         if self.stopping {
             return self.stop(fx);
         }
-        let flip = |live: Option<GenerationRef>, next: Generation| JournalEntry {
+        let flip = |live: Option<GenerationRef>, next: Generation, target| JournalEntry {
             live,
             next_generation: next,
             rollout: None,
+            target,
         };
         let Some(fetched) = fetched else {
             // Without a journal nothing says which containers are leftovers: touch nothing.
@@ -84,8 +85,10 @@ impl Machine {
             } else {
                 self.converge_on_live()
             };
-            // A plan of only the journal write means everything already is as journaled.
-            if actions.iter().all(|a| matches!(a, Action::Journal(_))) {
+            // A plan of only the journal write means everything already is as journaled (unless
+            // the write is needed to forget a deploy recovery is about to report).
+            if self.unreported.is_none() && actions.iter().all(|a| matches!(a, Action::Journal(_)))
+            {
                 self.attempts = 0;
                 let saved = self.resync.take();
                 self.rest(fx);
@@ -115,12 +118,19 @@ impl Machine {
             live: self.live.clone(),
             next_generation: next,
             rollout: Some(candidate.clone()),
+            target: Some(Box::new((*target).clone())),
         })]);
-        let done = flip(Some(candidate.clone()), next);
+        let done = flip(
+            Some(candidate.clone()),
+            next,
+            Some(Box::new((*target).clone())),
+        );
         actions.extend(match self.spec.strategy() {
             Strategy::Stop => plan::stop_outdated(&self.model, &target.digest, done),
             _ => plan::converge(&self.model, Some(&candidate), &self.spec, done),
         });
+        // The deploy is over once the old generation is gone: forget it, then report it.
+        actions.push_back(Action::Journal(flip(Some(candidate.clone()), next, None)));
         self.report(
             now,
             Outcome::Started,
@@ -145,6 +155,15 @@ impl Machine {
         self.journaled = journal.is_some();
         match journal {
             Some(entry) => {
+                // Journaled with its target but no rollout: the new generation went live and
+                // the crash came before the old one was gone and the deploy reported.
+                let went_live = entry.rollout.is_none()
+                    && entry.target.as_ref().is_some_and(|t| {
+                        entry.live.as_ref().and_then(|g| g.digest.as_ref()) == Some(&t.digest)
+                    });
+                if went_live {
+                    self.unreported = entry.target.map(|t| Arc::new(*t));
+                }
                 self.live = entry.live;
                 self.next_generation = entry.next_generation.max(after_observed);
             }

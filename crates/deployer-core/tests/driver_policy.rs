@@ -1,0 +1,179 @@
+//! What the driver does with failures and refusals: halts belong to one (service, build) pair,
+//! only the build's own fault halts it, engine hiccups are retried, permanent failures fail at
+//! once, and a refused publish is visible. Every port faked, time paused.
+
+mod support;
+
+use deployer_core::driver::Submission;
+use deployer_core::ports::{Coordinator, FailureKind, ImageEvent};
+use deployer_core::target::Source;
+use deployer_core::testing::digest;
+use deployer_core::{Outcome, ServiceState};
+use support::*;
+
+const IMAGE: &str = "demo/app:latest";
+
+#[tokio::test(start_paused = true)]
+async fn one_broken_service_does_not_halt_another_on_the_same_build() {
+    let env = Env::new();
+    env.switcher
+        .world()
+        .broken
+        .insert(name("worker"), FailureKind::Build);
+    let running = env.start(vec![handover("web", IMAGE), handover("worker", IMAGE)], 4);
+    env.publish(IMAGE, 1).await;
+    env.report("web's deploy", is("web", Outcome::Succeeded))
+        .await;
+    let failed = env
+        .report("worker's deploy", is("worker", Outcome::Failed))
+        .await;
+    assert!(failed.reason.unwrap().contains("cannot be started"));
+    let target = env
+        .coordinator
+        .target(&IMAGE.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        target.halt_for(&name("worker")).is_some(),
+        "worker is halted for the build"
+    );
+    assert!(target.halt_for(&name("web")).is_none(), "web is not");
+    assert_eq!(env.count(Outcome::Skipped), 0, "nothing was skipped");
+
+    // The operator mends the worker and deploys it again: only its own halt is lifted.
+    env.switcher.world().broken.clear();
+    env.images.set_tag(&IMAGE.parse().unwrap(), digest(1));
+    running
+        .handle
+        .deploy("worker", None)
+        .await
+        .expect("deploy worker");
+    let ok = env
+        .report("worker again", is("worker", Outcome::Succeeded))
+        .await;
+    assert_eq!(ok.to, Some(digest(1)));
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_hiccup_during_start_is_retried_and_halts_nothing() {
+    let env = Env::new();
+    env.switcher
+        .world()
+        .fail_next_with("start", 2, FailureKind::Transient);
+    let running = env.start(vec![handover("web", IMAGE)], 4);
+    env.publish(IMAGE, 1).await;
+    env.report("the deploy", is("web", Outcome::Succeeded))
+        .await;
+    let target = env
+        .coordinator
+        .target(&IMAGE.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        target.halts.is_empty(),
+        "the build was never blamed: {:?}",
+        target.halts
+    );
+    assert_eq!(env.count(Outcome::Failed), 0);
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_configuration_the_engine_refuses_fails_at_once_without_a_halt() {
+    let env = Env::new();
+    env.switcher
+        .world()
+        .broken
+        .insert(name("web"), FailureKind::Permanent);
+    let running = env.start(vec![handover("web", IMAGE)], 4);
+    env.publish(IMAGE, 1).await;
+    let failed = env.report("the deploy", is("web", Outcome::Failed)).await;
+    assert!(failed.reason.unwrap().contains("cannot be started"));
+    let starts = env
+        .switcher
+        .world()
+        .calls
+        .iter()
+        .filter(|c| c.op == "start")
+        .count();
+    assert_eq!(starts, 1, "no retries: asking again cannot help");
+    let target = env
+        .coordinator
+        .target(&IMAGE.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(target.halts.is_empty(), "not the build's fault");
+    let view = running.handle.service("web").unwrap();
+    assert_eq!(view.status.state, ServiceState::Failed);
+    assert!(view.status.message.unwrap().contains("cannot be started"));
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_build_missing_from_the_registry_fails_at_once_and_names_the_cause() {
+    let env = Env::new();
+    env.images.set_missing(digest(1));
+    let running = env.start(vec![handover("web", IMAGE)], 4);
+    env.publish(IMAGE, 1).await;
+    let failed = env.report("the deploy", is("web", Outcome::Failed)).await;
+    let reason = failed.reason.unwrap();
+    assert!(reason.contains("not found"), "{reason}");
+    assert_eq!(
+        env.images.fetches().len(),
+        1,
+        "no backoff rounds for a missing image"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_publish_shows_in_status_and_reaches_the_notifiers() {
+    let env = Env::new();
+    let running = env.start(vec![handover("web", IMAGE)], 4);
+    let sink = running.handle.sink();
+    let event = |n: u8, id: &str| {
+        let mut e =
+            ImageEvent::new(IMAGE.parse().unwrap(), Source::new("registry")).with_digest(digest(n));
+        e.delivery_id = Some(id.to_owned());
+        e
+    };
+    assert_eq!(sink.submit(event(1, "e1")), Ok(Submission::Queued));
+    env.report("v1", is("web", Outcome::Succeeded)).await;
+    // An older event, redated to look new, arriving after the sink forgot its id (a restart).
+    let mut old = event(2, "e0");
+    old.event_time = Some(deployer_core::Timestamp::from_millis(1));
+    assert_eq!(sink.submit(old), Ok(Submission::Queued));
+    let skipped = env.report("the refusal", is("web", Outcome::Skipped)).await;
+    assert_eq!(skipped.to, Some(digest(2)));
+    assert!(skipped.reason.as_deref().unwrap().contains("refused"));
+    let message = running
+        .handle
+        .service("web")
+        .unwrap()
+        .status
+        .message
+        .unwrap();
+    assert!(message.contains("refused"), "{message}");
+    assert_eq!(running.handle.sink().stats().stale, 1, "counted");
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_first_deploy_is_failed_not_rolled_back() {
+    let env = Env::new();
+    env.switcher.world().unhealthy.insert(digest(1));
+    let running = env.start(vec![handover("web", IMAGE)], 4);
+    env.publish(IMAGE, 1).await;
+    let failed = env.report("the deploy", |r| r.outcome.is_final()).await;
+    assert_eq!(
+        failed.outcome,
+        Outcome::Failed,
+        "nothing was live to roll back to"
+    );
+    assert_eq!(env.count(Outcome::RolledBack), 0);
+    running.stop().await;
+}
