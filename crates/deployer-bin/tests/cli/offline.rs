@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 
-use crate::support::deployer;
+use crate::support::{command, deployer, output};
 
 /// A loopback listener the test holds, so that anything else binding its port fails.
 fn hold_port() -> anyhow::Result<(TcpListener, u16)> {
@@ -104,5 +104,41 @@ async fn client_commands_without_a_daemon_exit_69_naming_the_admin_address() -> 
         assert!(out.stderr.contains("Connection refused"), "{args:?}: {out}");
         assert_eq!(out.stdout, "", "{args:?}: {out}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn text_logs_written_to_a_pipe_carry_no_colour_codes() -> anyhow::Result<()> {
+    // The daemon logs its start before it connects to Docker, which does not exist here: the
+    // run ends at once with 69, after one text line on stderr (a pipe, not a terminal).
+    let dir = tempfile::tempdir()?;
+    let (_webhooks, webhooks) = hold_port()?;
+    let (_admin, admin) = hold_port()?;
+    let file = dir.path().join("deployer.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[webhooks]
+listen = "127.0.0.1:{webhooks}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[docker]
+endpoint = "unix:///nonexistent/deployer-test/docker.sock"
+journal = "{journal}"
+"#,
+            journal = dir.path().join("journal.redb").display(),
+        ),
+    )?;
+    let mut command = command(&["--log-format", "text", "run", "--config"]);
+    command.arg(&file).env_remove("NO_COLOR");
+    let out = output(command).await?;
+    assert_eq!(out.code, Some(69), "{out}");
+    assert!(out.stderr.contains("starting deployer"), "{out}");
+    assert!(
+        !out.stderr.contains('\x1b'),
+        "colour codes in a pipe:\n{out:?}"
+    );
     Ok(())
 }
