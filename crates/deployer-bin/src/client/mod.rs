@@ -195,7 +195,15 @@ impl Client {
                 .await?;
             let state = view["state"].as_str().unwrap_or("?").to_owned();
             if state != last_state && !self.json {
-                println!("  {:>6.1}s  {state}", started.elapsed().as_secs_f32());
+                // A halt or a backoff says why in the message; without it the wait looks hung.
+                let message = view["message"]
+                    .as_str()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
+                println!(
+                    "  {:>6.1}s  {state}{message}",
+                    started.elapsed().as_secs_f32()
+                );
                 last_state.clone_from(&state);
             }
             let report = &view["last_report"];
@@ -215,18 +223,17 @@ impl Client {
                         json!({ "service": service, "outcome": outcome, "live": view["live"], "report": report })
                     );
                 } else {
-                    let reason = report["reason"]
-                        .as_str()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default();
                     println!(
-                        "{service}: {outcome}, live {}{reason}",
-                        short(view["live"].as_str().unwrap_or("none"))
+                        "{}",
+                        render::deploy_end(service, outcome, &view["live"], report)
                     );
                 }
                 return match outcome {
                     "succeeded" | "already_current" => Ok(()),
-                    other => Err(Exit::deploy_failed(anyhow!("the deploy ended {other}"))),
+                    other => Err(Exit::deploy_failed(match render::why(report) {
+                        Some(why) => anyhow!("the deploy ended {other}: {why}"),
+                        None => anyhow!("the deploy ended {other}"),
+                    })),
                 };
             }
             if tokio::time::Instant::now() > deadline {

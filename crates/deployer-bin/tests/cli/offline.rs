@@ -1,7 +1,12 @@
 //! `deployer run` refusing a bad config before touching anything, and the client commands
-//! with no daemon to talk to. No Docker needed.
+//! with no daemon to talk to or with a stand-in for its admin API. No Docker needed.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
 
 use crate::support::{command, deployer, output};
 
@@ -140,5 +145,194 @@ journal = "{journal}"
         !out.stderr.contains('\x1b'),
         "colour codes in a pipe:\n{out:?}"
     );
+    Ok(())
+}
+
+/// A stand-in for a daemon's admin API on a loopback port: `answer(method, path)` gives each
+/// request's status and JSON body. Records every request with its `Authorization` header.
+struct FakeAdmin {
+    addr: String,
+    requests: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+}
+
+type Answer = dyn Fn(&str, &str) -> (u16, serde_json::Value) + Send + Sync;
+
+impl FakeAdmin {
+    fn start(
+        answer: impl Fn(&str, &str) -> (u16, serde_json::Value) + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?.to_string();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let answer: Arc<Answer> = Arc::new(answer);
+        let thread = std::thread::spawn({
+            let (requests, stop) = (requests.clone(), stop.clone());
+            move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(stream) = stream {
+                        // A broken exchange shows up as the CLI's failure, with its output.
+                        let _ = Self::serve(stream, &*answer, &requests);
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            requests,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// One request per connection (`Connection: close`): no keep-alive to get right.
+    fn serve(
+        mut stream: std::net::TcpStream,
+        answer: &Answer,
+        requests: &Mutex<Vec<Seen>>,
+    ) -> anyhow::Result<()> {
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let mut words = line.split_whitespace();
+        let (method, path) = (
+            words.next().unwrap_or_default().to_owned(),
+            words.next().unwrap_or_default().to_owned(),
+        );
+        let (mut length, mut authorization) = (0, None);
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse()?,
+                    "authorization" => authorization = Some(value.trim().to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let (status, reply) = answer(&method, &path);
+        requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Seen {
+                method,
+                path,
+                authorization,
+            });
+        let reply = reply.to_string();
+        write!(
+            stream,
+            "HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+            reply.len()
+        )?;
+        stream.flush()?;
+        Ok(())
+    }
+
+    fn requests(&self) -> Vec<Seen> {
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for FakeAdmin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = std::net::TcpStream::connect(&self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn digest(byte: &str) -> String {
+    format!("sha256:{}", byte.repeat(32))
+}
+
+#[tokio::test]
+async fn a_failed_rollback_is_shown_by_deploy_and_history() -> anyhow::Result<()> {
+    let report = json!({
+        "service": "web", "node": "host-a", "image": "127.0.0.1:5000/demo/app:latest",
+        "outcome": "failed", "from": digest("ab"), "to": digest("cd"), "revision": 7,
+        "reason": "candidate never became healthy",
+        "rollback_error": "starting the previous container failed",
+        "started_at": 0, "finished_at": 1500, "duration_ms": 1500
+    });
+    let admin = FakeAdmin::start({
+        let report = report.clone();
+        move |method, path| match (method, path) {
+            ("POST", "/api/v1/services/web/deploy") => (
+                202,
+                json!({"outcome": "published", "target": {"digest": digest("cd"), "revision": 7}}),
+            ),
+            ("GET", "/api/v1/services/web") => (
+                200,
+                json!({"name": "web", "state": "halted", "live": null,
+                       "message": "halted: candidate never became healthy",
+                       "last_report": report.clone()}),
+            ),
+            ("GET", p) if p.starts_with("/api/v1/history") => {
+                (200, json!({"reports": [report.clone()]}))
+            }
+            _ => (404, json!({"error": "not found"})),
+        }
+    })?;
+
+    let out = deployer(&["deploy", "web", "--admin", &admin.addr]).await?;
+    assert_eq!(out.code, Some(2), "{out}");
+    assert_eq!(
+        admin.requests()[0],
+        Seen {
+            method: "POST".into(),
+            path: "/api/v1/services/web/deploy".into(),
+            authorization: None,
+        }
+    );
+    let why =
+        "candidate never became healthy; rollback failed: starting the previous container failed";
+    assert_eq!(
+        out.stdout.lines().last(),
+        Some(format!("web: failed, live none: {why}").as_str()),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("halted: halted: candidate never became healthy"),
+        "the state line says why\n{out}"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("the deploy ended failed: {why}")),
+        "{out}"
+    );
+
+    let out = deployer(&["history", "--admin", &admin.addr]).await?;
+    assert_eq!(out.code, Some(0), "{out}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].ends_with("REASON"), "{out}");
+    assert!(lines[1].ends_with(&format!("1.5s  {why}")), "{out}");
     Ok(())
 }
