@@ -24,10 +24,15 @@ impl Client {
     pub fn new(args: &ClientArgs) -> Result<Self, Exit> {
         let (mut base, mut token) = (args.admin.clone(), args.token.clone());
         if let Some(path) = &args.config {
-            let settings = config::load(path, &config::Overrides::default(), &ProcessEnv)
-                .map_err(Exit::config)?;
-            base = base.or_else(|| Some(format!("http://{}", settings.admin.listen)));
-            token = token.or_else(|| settings.admin.token.map(|t| t.expose().to_owned()));
+            // Only `[admin]`: the daemon's other secrets are not in an operator's shell.
+            let file = config::ClientConfig::load(path).map_err(Exit::config)?;
+            base = base.or_else(|| Some(format!("http://{}", file.admin_listen)));
+            if token.is_none() {
+                token = file
+                    .admin_token(&ProcessEnv)
+                    .map_err(Exit::config)?
+                    .map(|t| t.expose().to_owned());
+            }
         }
         let base = base.unwrap_or_else(|| format!("http://{}", config::DEFAULT_ADMIN_LISTEN));
         let base = if base.contains("://") {

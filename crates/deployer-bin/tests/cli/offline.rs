@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::support::{command, deployer, output};
+use crate::support::{Output, command, deployer, output};
 
 /// A loopback listener the test holds, so that anything else binding its port fails.
 fn hold_port() -> anyhow::Result<(TcpListener, u16)> {
@@ -270,6 +270,134 @@ impl Drop for FakeAdmin {
 
 fn digest(byte: &str) -> String {
     format!("sha256:{}", byte.repeat(32))
+}
+
+/// A daemon config whose webhook secret and Slack URL cannot be resolved in the CLI's
+/// environment; the admin token can.
+fn daemon_config(dir: &std::path::Path, admin: &str) -> anyhow::Result<std::path::PathBuf> {
+    let file = dir.join("deployer.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[webhooks.registry]
+token = {{ env = "{UNSET_SECRET}" }}
+
+[admin]
+listen = "{admin}"
+token = {{ env = "CLI_TEST_ADMIN_TOKEN" }}
+
+[notify.slack]
+url = {{ env = "{UNSET_SECRET}_SLACK" }}
+
+[[service]]
+name = "web"
+image = "127.0.0.1:5000/demo/app:latest"
+"#
+        ),
+    )?;
+    Ok(file)
+}
+
+const UNSET_SECRET: &str = "DEPLOYER_CLI_TEST_UNSET_WEBHOOK_SECRET";
+const ADMIN_TOKEN: &str = "cli-test-admin-token-0123456789";
+
+/// `deployer ARGS` with the admin token in the environment the config file names.
+async fn client(args: &[&str]) -> anyhow::Result<Output> {
+    let mut command = command(args);
+    command
+        .env("CLI_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env_remove(UNSET_SECRET)
+        .env_remove(format!("{UNSET_SECRET}_SLACK"));
+    output(command).await
+}
+
+#[tokio::test]
+async fn client_commands_read_only_the_admin_section_of_a_daemon_config() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let admin = FakeAdmin::start(|_, path| match path {
+        "/api/v1/services" => (
+            200,
+            json!({"services": [{
+                "name": "web", "state": "halted", "live": digest("ab"), "target": digest("cd"),
+                "generation": 2, "strategy": "handover", "replicas": 2,
+                "image": "127.0.0.1:5000/demo/app:latest",
+                "message": "halted: candidate never became healthy",
+                "last_report": {"outcome": "rolled_back", "to": digest("cd")}}]}),
+        ),
+        "/api/v1/fleet" => (200, json!({"statuses": []})),
+        _ => (404, json!({"error": "not found"})),
+    })?;
+    let file = daemon_config(dir.path(), &admin.addr)?;
+    let file = file.to_str().expect("UTF-8 temp path");
+
+    let out = client(&["status", "--config", file]).await?;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(!out.stderr.contains(UNSET_SECRET), "{out}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("SERVICE  STATE   LIVE"), "{out}");
+    assert!(lines[0].contains("  STRATEGY  REPLICAS  IMAGE  "), "{out}");
+    assert!(lines[0].ends_with("  MESSAGE"), "{out}");
+    assert!(
+        lines[1].contains("  handover  2         127.0.0.1"),
+        "{out}"
+    );
+    assert!(
+        lines[1].ends_with("  halted: candidate never became healthy"),
+        "{out}"
+    );
+    // The token the file points at was read and sent; nothing was printed of it.
+    let seen = admin.requests();
+    assert!(!seen.is_empty());
+    for request in &seen {
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some(format!("Bearer {ADMIN_TOKEN}").as_str()),
+            "{request:?}"
+        );
+    }
+    assert!(!out.all().contains(ADMIN_TOKEN), "{out}");
+
+    // `--json` keeps every field of the API's answer.
+    let out = client(&["status", "--json", "--config", file]).await?;
+    assert_eq!(out.code, Some(0), "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    assert_eq!(status["services"][0]["replicas"], 2, "{out}");
+    assert_eq!(status["services"][0]["strategy"], "handover", "{out}");
+
+    // The daemon's own checks still want every secret.
+    let out = client(&["config", "check", file]).await?;
+    assert_eq!(out.code, Some(64), "{out}");
+    assert!(
+        out.stderr.contains(&format!("{UNSET_SECRET} is not set")),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unresolved_daemon_secrets_do_not_stop_a_client_from_trying_the_admin_api()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let admin = format!("127.0.0.1:{}", hold_port()?.1);
+    let file = daemon_config(dir.path(), &admin)?;
+    let file = file.to_str().expect("UTF-8 temp path");
+    for args in [
+        &["status", "--config", file][..],
+        &["history", "--config", file],
+        &["deploy", "web", "--config", file],
+        &["rollback", "web", "--config", file],
+    ] {
+        let out = client(args).await?;
+        assert_eq!(out.code, Some(69), "{args:?}: {out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "cannot reach the deployer's admin API at http://{admin}"
+            )),
+            "{args:?}: {out}"
+        );
+        assert!(!out.stderr.contains("is not set"), "{args:?}: {out}");
+    }
+    Ok(())
 }
 
 #[tokio::test]
