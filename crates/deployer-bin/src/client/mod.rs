@@ -80,17 +80,7 @@ impl Client {
         if status.is_success() {
             return Ok(value);
         }
-        let message = value
-            .get("error")
-            .and_then(Value::as_str)
-            .map_or_else(|| value.to_string(), str::to_owned);
-        Err(match status.as_u16() {
-            401 => Exit::usage(anyhow!(
-                "the admin API refused the token (401): pass --token or set DEPLOYER_ADMIN_TOKEN"
-            )),
-            400 | 404 | 409 => Exit::usage(anyhow!("{message}")),
-            _ => Exit::failure(anyhow!("admin API answered {status}: {message}")),
-        })
+        Err(answer_error(status, &value))
     }
 
     /// `deployer status`.
@@ -251,6 +241,32 @@ impl Client {
     }
 }
 
+/// An error answer of the admin API as an exit: 64 only for what the user can fix on the
+/// command line, 69 when something the deployer needs cannot be reached, 1 for the rest. The
+/// API's own message is printed: it names the image and the cause.
+fn answer_error(status: reqwest::StatusCode, body: &Value) -> Exit {
+    use deployer_http::admin::codes;
+    let message = body.get("error").and_then(Value::as_str);
+    let code = body.get("code").and_then(Value::as_str);
+    let error = match message {
+        Some(message) => anyhow!("{message}"),
+        None => anyhow!("admin API answered {status}: {body}"),
+    };
+    match (status.as_u16(), code) {
+        (401, _) => Exit::usage(anyhow!(
+            "the admin API refused the token (401): pass --token or set DEPLOYER_ADMIN_TOKEN"
+        )),
+        // A bad --image, --limit or --service.
+        (400, _) => Exit::usage(error),
+        // The registry lacks the image: nothing the CLI was told is malformed.
+        (404, Some(codes::IMAGE_NOT_FOUND)) => Exit::failure(error),
+        // An unknown service, or a path this daemon does not serve (a wrong --admin).
+        (404, _) => Exit::usage(error),
+        (503, _) => Exit::unavailable(error),
+        _ => Exit::failure(error),
+    }
+}
+
 fn state_is_busy(state: &str) -> bool {
     !matches!(state, "idle" | "halted" | "backoff" | "stopped")
 }
@@ -259,4 +275,61 @@ fn state_is_busy(state: &str) -> bool {
 pub(crate) fn short(digest: &str) -> &str {
     let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
     &hex[..hex.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    use super::answer_error;
+
+    fn exit(status: u16, body: &serde_json::Value) -> (u8, String) {
+        let exit = answer_error(StatusCode::from_u16(status).expect("status"), body);
+        (exit.code, exit.to_string())
+    }
+
+    #[test]
+    fn error_answers_map_to_exit_codes_by_cause_and_keep_the_apis_message() {
+        let image = "registry.example.com/team/web:v9";
+        let cases = [
+            // (status, code, exit code)
+            (404, Some("unknown_service"), 64),
+            (404, None, 64),
+            (400, Some("wrong_repository"), 64),
+            (400, None, 64),
+            (404, Some("image_not_found"), 1),
+            (403, Some("image_unauthorized"), 1),
+            (409, Some("nothing_to_roll_back"), 1),
+            (502, Some("build_failed"), 1),
+            (500, None, 1),
+            (503, Some("registry_unreachable"), 69),
+            (503, Some("engine_unreachable"), 69),
+            (503, Some("coordinator_unavailable"), 69),
+        ];
+        for (status, code, expected) in cases {
+            let message = format!("about {image} ({status})");
+            let mut body = json!({ "error": message });
+            if let Some(code) = code {
+                body["code"] = code.into();
+            }
+            let (got, printed) = exit(status, &body);
+            assert_eq!(got, expected, "{status} {code:?}");
+            assert_eq!(printed, message, "{status} {code:?}");
+            assert!(!printed.contains("see the deployer's log"));
+        }
+    }
+
+    #[test]
+    fn token_refusals_and_bodies_that_are_not_errors() {
+        let (code, printed) = exit(401, &json!({ "error": "authentication required" }));
+        assert_eq!(code, 64);
+        assert!(printed.contains("--token"), "{printed}");
+        let (code, printed) = exit(502, &json!("Bad Gateway from a proxy in between"));
+        assert_eq!(code, 1);
+        assert_eq!(
+            printed,
+            "admin API answered 502 Bad Gateway: \"Bad Gateway from a proxy in between\""
+        );
+    }
 }

@@ -401,6 +401,56 @@ async fn unresolved_daemon_secrets_do_not_stop_a_client_from_trying_the_admin_ap
 }
 
 #[tokio::test]
+async fn deploy_failures_name_their_cause_and_exit_by_it() -> anyhow::Result<()> {
+    let image = "127.0.0.1:5000/demo/app:v9";
+    let cases = [
+        (
+            404,
+            "unknown_service",
+            "no service named \"web\"".to_owned(),
+            64,
+        ),
+        (
+            404,
+            "image_not_found",
+            format!("image {image} not found: the registry has no such repository, tag or digest"),
+            1,
+        ),
+        (
+            403,
+            "image_unauthorized",
+            format!("the registry refused to let deployer pull {image}"),
+            1,
+        ),
+        (
+            503,
+            "registry_unreachable",
+            format!("the registry for {image} cannot be reached"),
+            69,
+        ),
+        (
+            409,
+            "nothing_to_roll_back",
+            "service web has no earlier build to roll back to".to_owned(),
+            1,
+        ),
+    ];
+    for (status, code, message, exit) in cases {
+        let answer = json!({"error": message, "code": code});
+        let admin = FakeAdmin::start(move |_, _| (status, answer.clone()))?;
+        let out = deployer(&["deploy", "web", "--image", image, "--admin", &admin.addr]).await?;
+        assert_eq!(out.code, Some(exit), "{code}: {out}");
+        assert_eq!(
+            out.stderr,
+            format!("deployer: {message}\n"),
+            "{code}: {out}"
+        );
+        assert_eq!(out.stdout, "", "{code}: {out}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_failed_rollback_is_shown_by_deploy_and_history() -> anyhow::Result<()> {
     let report = json!({
         "service": "web", "node": "host-a", "image": "127.0.0.1:5000/demo/app:latest",
