@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-scripts/install-deps.sh docker-registry busybox-static curl
+# protobuf-compiler: the etcd client crate runs protoc in its build script.
+scripts/install-deps.sh protobuf-compiler docker-registry busybox-static curl
 docker info >/dev/null 2>&1 || { echo "The Docker engine is not reachable (DOCKER_HOST or /var/run/docker.sock)." >&2; exit 1; }
 
 ports=(14500 14501 15000 18080)

@@ -1,7 +1,10 @@
-//! The JSON error answer every handler of this crate gives: `{"error": "<field>: <problem>"}`.
+//! The JSON error answer every handler of this crate gives: `{"error": "<field>: <problem>"}`,
+//! plus `"code": "<machine-readable cause>"` where a client must tell causes apart that share
+//! a status (an unknown service and an unknown image are both 404).
 //!
-//! 4xx answers say precisely what was wrong with the request; 5xx answers are opaque and the
-//! detail goes to the log (axum's `examples/error-handling`).
+//! 4xx answers say precisely what was wrong with the request. 5xx answers name what failed
+//! behind us (which image, which dependency), never with the underlying error's text: that can
+//! carry URLs with credentials, so it goes to the log only.
 
 use std::time::Duration;
 
@@ -19,6 +22,8 @@ pub(crate) struct ApiError {
     pub(crate) message: String,
     /// Sent as `Retry-After` (whole seconds) when set.
     pub(crate) retry_after: Option<Duration>,
+    /// Sent as `code` when set.
+    pub(crate) code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -36,6 +41,15 @@ impl ApiError {
             status,
             message,
             retry_after: None,
+            code: None,
+        }
+    }
+
+    /// The same answer with a machine-readable `code`.
+    pub(crate) fn with_code(self, code: &'static str) -> Self {
+        Self {
+            code: Some(code),
+            ..self
         }
     }
 
@@ -62,11 +76,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
+        let mut body = serde_json::json!({ "error": self.message });
+        if let Some(code) = self.code {
+            body["code"] = code.into();
+        }
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(after) = self.retry_after {
             let secs = after.as_secs().max(1);
             response
@@ -91,5 +105,24 @@ mod tests {
         let e = ApiError::bad_request("tag", "é".repeat(600));
         assert!(e.message.len() <= MESSAGE_MAX + '…'.len_utf8());
         assert!(e.message.starts_with("tag: é"));
+    }
+
+    async fn body(error: ApiError) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(error.into_response().into_body(), 1 << 16)
+            .await
+            .expect("body");
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn the_code_is_sent_only_when_set() {
+        assert_eq!(
+            body(ApiError::not_found("no service named \"x\"")).await,
+            serde_json::json!({ "error": "no service named \"x\"" })
+        );
+        assert_eq!(
+            body(ApiError::not_found("no service named \"x\"").with_code("unknown_service")).await,
+            serde_json::json!({ "error": "no service named \"x\"", "code": "unknown_service" })
+        );
     }
 }

@@ -24,10 +24,15 @@ impl Client {
     pub fn new(args: &ClientArgs) -> Result<Self, Exit> {
         let (mut base, mut token) = (args.admin.clone(), args.token.clone());
         if let Some(path) = &args.config {
-            let settings = config::load(path, &config::Overrides::default(), &ProcessEnv)
-                .map_err(Exit::config)?;
-            base = base.or_else(|| Some(format!("http://{}", settings.admin.listen)));
-            token = token.or_else(|| settings.admin.token.map(|t| t.expose().to_owned()));
+            // Only `[admin]`: the daemon's other secrets are not in an operator's shell.
+            let file = config::ClientConfig::load(path).map_err(Exit::config)?;
+            base = base.or_else(|| Some(format!("http://{}", file.admin_listen)));
+            if token.is_none() {
+                token = file
+                    .admin_token(&ProcessEnv)
+                    .map_err(Exit::config)?
+                    .map(|t| t.expose().to_owned());
+            }
         }
         let base = base.unwrap_or_else(|| format!("http://{}", config::DEFAULT_ADMIN_LISTEN));
         let base = if base.contains("://") {
@@ -75,17 +80,7 @@ impl Client {
         if status.is_success() {
             return Ok(value);
         }
-        let message = value
-            .get("error")
-            .and_then(Value::as_str)
-            .map_or_else(|| value.to_string(), str::to_owned);
-        Err(match status.as_u16() {
-            401 => Exit::usage(anyhow!(
-                "the admin API refused the token (401): pass --token or set DEPLOYER_ADMIN_TOKEN"
-            )),
-            400 | 404 | 409 => Exit::usage(anyhow!("{message}")),
-            _ => Exit::failure(anyhow!("admin API answered {status}: {message}")),
-        })
+        Err(answer_error(status, &value))
     }
 
     /// `deployer status`.
@@ -195,7 +190,15 @@ impl Client {
                 .await?;
             let state = view["state"].as_str().unwrap_or("?").to_owned();
             if state != last_state && !self.json {
-                println!("  {:>6.1}s  {state}", started.elapsed().as_secs_f32());
+                // A halt or a backoff says why in the message; without it the wait looks hung.
+                let message = view["message"]
+                    .as_str()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
+                println!(
+                    "  {:>6.1}s  {state}{message}",
+                    started.elapsed().as_secs_f32()
+                );
                 last_state.clone_from(&state);
             }
             let report = &view["last_report"];
@@ -215,18 +218,17 @@ impl Client {
                         json!({ "service": service, "outcome": outcome, "live": view["live"], "report": report })
                     );
                 } else {
-                    let reason = report["reason"]
-                        .as_str()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default();
                     println!(
-                        "{service}: {outcome}, live {}{reason}",
-                        short(view["live"].as_str().unwrap_or("none"))
+                        "{}",
+                        render::deploy_end(service, outcome, &view["live"], report)
                     );
                 }
                 return match outcome {
                     "succeeded" | "already_current" => Ok(()),
-                    other => Err(Exit::deploy_failed(anyhow!("the deploy ended {other}"))),
+                    other => Err(Exit::deploy_failed(match render::why(report) {
+                        Some(why) => anyhow!("the deploy ended {other}: {why}"),
+                        None => anyhow!("the deploy ended {other}"),
+                    })),
                 };
             }
             if tokio::time::Instant::now() > deadline {
@@ -239,6 +241,32 @@ impl Client {
     }
 }
 
+/// An error answer of the admin API as an exit: 64 only for what the user can fix on the
+/// command line, 69 when something the deployer needs cannot be reached, 1 for the rest. The
+/// API's own message is printed: it names the image and the cause.
+fn answer_error(status: reqwest::StatusCode, body: &Value) -> Exit {
+    use deployer_http::admin::codes;
+    let message = body.get("error").and_then(Value::as_str);
+    let code = body.get("code").and_then(Value::as_str);
+    let error = match message {
+        Some(message) => anyhow!("{message}"),
+        None => anyhow!("admin API answered {status}: {body}"),
+    };
+    match (status.as_u16(), code) {
+        (401, _) => Exit::usage(anyhow!(
+            "the admin API refused the token (401): pass --token or set DEPLOYER_ADMIN_TOKEN"
+        )),
+        // A bad --image, --limit or --service.
+        (400, _) => Exit::usage(error),
+        // The registry lacks the image: nothing the CLI was told is malformed.
+        (404, Some(codes::IMAGE_NOT_FOUND)) => Exit::failure(error),
+        // An unknown service, or a path this daemon does not serve (a wrong --admin).
+        (404, _) => Exit::usage(error),
+        (503, _) => Exit::unavailable(error),
+        _ => Exit::failure(error),
+    }
+}
+
 fn state_is_busy(state: &str) -> bool {
     !matches!(state, "idle" | "halted" | "backoff" | "stopped")
 }
@@ -247,4 +275,61 @@ fn state_is_busy(state: &str) -> bool {
 pub(crate) fn short(digest: &str) -> &str {
     let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
     &hex[..hex.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    use super::answer_error;
+
+    fn exit(status: u16, body: &serde_json::Value) -> (u8, String) {
+        let exit = answer_error(StatusCode::from_u16(status).expect("status"), body);
+        (exit.code, exit.to_string())
+    }
+
+    #[test]
+    fn error_answers_map_to_exit_codes_by_cause_and_keep_the_apis_message() {
+        let image = "registry.example.com/team/web:v9";
+        let cases = [
+            // (status, code, exit code)
+            (404, Some("unknown_service"), 64),
+            (404, None, 64),
+            (400, Some("wrong_repository"), 64),
+            (400, None, 64),
+            (404, Some("image_not_found"), 1),
+            (403, Some("image_unauthorized"), 1),
+            (409, Some("nothing_to_roll_back"), 1),
+            (502, Some("build_failed"), 1),
+            (500, None, 1),
+            (503, Some("registry_unreachable"), 69),
+            (503, Some("engine_unreachable"), 69),
+            (503, Some("coordinator_unavailable"), 69),
+        ];
+        for (status, code, expected) in cases {
+            let message = format!("about {image} ({status})");
+            let mut body = json!({ "error": message });
+            if let Some(code) = code {
+                body["code"] = code.into();
+            }
+            let (got, printed) = exit(status, &body);
+            assert_eq!(got, expected, "{status} {code:?}");
+            assert_eq!(printed, message, "{status} {code:?}");
+            assert!(!printed.contains("see the deployer's log"));
+        }
+    }
+
+    #[test]
+    fn token_refusals_and_bodies_that_are_not_errors() {
+        let (code, printed) = exit(401, &json!({ "error": "authentication required" }));
+        assert_eq!(code, 64);
+        assert!(printed.contains("--token"), "{printed}");
+        let (code, printed) = exit(502, &json!("Bad Gateway from a proxy in between"));
+        assert_eq!(code, 1);
+        assert_eq!(
+            printed,
+            "admin API answered 502 Bad Gateway: \"Bad Gateway from a proxy in between\""
+        );
+    }
 }

@@ -46,7 +46,8 @@ fn items(v: &Value) -> impl Iterator<Item = &Value> {
     v.as_array().into_iter().flatten()
 }
 
-/// `deployer status`.
+/// `deployer status`. MESSAGE comes last: it is the one column of free text, and a long halt
+/// reason there does not push the other columns out of line.
 pub fn services(services: &Value) -> String {
     let rows = items(services)
         .map(|s| {
@@ -64,13 +65,11 @@ pub fn services(services: &Value) -> String {
                 s["generation"]
                     .as_u64()
                     .map_or("-".to_owned(), |g| format!("g{g}")),
-                format!(
-                    "{}x{}",
-                    text(&s["strategy"]),
-                    s["replicas"].as_u64().unwrap_or(1)
-                ),
+                text(&s["strategy"]),
+                s["replicas"].as_u64().unwrap_or(1).to_string(),
                 text(&s["image"]),
                 last,
+                one_line(s["message"].as_str()),
             ]
         })
         .collect();
@@ -82,10 +81,43 @@ pub fn services(services: &Value) -> String {
             "TARGET",
             "GEN",
             "STRATEGY",
+            "REPLICAS",
             "IMAGE",
             "LAST DEPLOY",
+            "MESSAGE",
         ],
         rows,
+    )
+}
+
+/// Free text squeezed onto one line, so a multi-line error cannot break a table row.
+fn one_line(text: Option<&str>) -> String {
+    match text.map(str::trim) {
+        None | Some("") => "-".to_owned(),
+        Some(s) => s.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// Why a deploy did not succeed, and why putting things back failed too when it did: the
+/// second is the one that needs a person, so it is never left to `--json` alone.
+pub fn why(report: &Value) -> Option<String> {
+    let reason = report["reason"].as_str().filter(|r| !r.is_empty());
+    let rollback = report["rollback_error"]
+        .as_str()
+        .filter(|r| !r.is_empty())
+        .map(|e| format!("rollback failed: {e}"));
+    match (reason, rollback) {
+        (Some(reason), Some(rollback)) => Some(format!("{reason}; {rollback}")),
+        (reason, rollback) => rollback.or_else(|| reason.map(str::to_owned)),
+    }
+}
+
+/// The line `deploy` and `rollback` end with.
+pub fn deploy_end(service: &str, outcome: &str, live: &Value, report: &Value) -> String {
+    let why = why(report).map(|w| format!(": {w}")).unwrap_or_default();
+    format!(
+        "{service}: {outcome}, live {}{why}",
+        short(live.as_str().unwrap_or("none"))
     )
 }
 
@@ -125,7 +157,7 @@ pub fn history(reports: &Value) -> String {
                 r["duration_ms"]
                     .as_u64()
                     .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-                text(&r["reason"]),
+                one_line(why(r).as_deref()),
             ]
         })
         .collect();
@@ -147,21 +179,85 @@ pub fn history(reports: &Value) -> String {
 mod tests {
     use serde_json::json;
 
+    fn hex(byte: &str) -> String {
+        format!("sha256:{}", byte.repeat(32))
+    }
+
     #[test]
     fn renders_aligned_tables() {
         let out = super::services(&json!([{
-            "name": "web", "state": "idle", "live": format!("sha256:{}", "ab".repeat(32)),
+            "name": "web", "state": "idle", "live": hex("ab"),
             "target": null, "generation": 3, "strategy": "handover", "replicas": 2,
-            "image": "docker.io/demo/app:latest", "last_report": null
+            "image": "docker.io/demo/app:latest", "message": null, "last_report": null
         }]));
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[0],
-            "SERVICE  STATE  LIVE          TARGET  GEN  STRATEGY    IMAGE                      LAST DEPLOY"
+            "SERVICE  STATE  LIVE          TARGET  GEN  STRATEGY  REPLICAS  IMAGE                      LAST DEPLOY  MESSAGE"
         );
         assert_eq!(
             lines[1],
-            "web      idle   abababababab  -       g3   handoverx2  docker.io/demo/app:latest  -"
+            "web      idle   abababababab  -       g3   handover  2         docker.io/demo/app:latest  -            -"
         );
+    }
+
+    #[test]
+    fn the_status_message_is_the_last_column_on_one_line() {
+        let out = super::services(&json!([
+            {"name": "web", "state": "halted", "live": hex("ab"), "target": hex("cd"),
+             "generation": 3, "strategy": "recreate", "replicas": 1, "image": "demo/app:latest",
+             "message": "halted after a failed deploy:\n  candidate unhealthy",
+             "last_report": {"outcome": "rolled_back", "to": hex("cd")}},
+            {"name": "api", "state": "idle", "live": hex("ef"), "target": hex("ef"),
+             "generation": 1, "strategy": "handover", "replicas": 3, "image": "demo/api:latest",
+             "message": null, "last_report": null}
+        ]));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(
+            lines[0].ends_with("LAST DEPLOY               MESSAGE"),
+            "{out}"
+        );
+        assert!(
+            lines[1].ends_with(
+                "recreate  1         demo/app:latest  rolled_back cdcdcdcdcdcd  halted after a failed deploy: candidate unhealthy"
+            ),
+            "{out}"
+        );
+        assert!(lines[2].contains("handover  3 "), "{out}");
+        assert!(lines[2].ends_with("  -"), "{out}");
+        assert!(!out.contains("handoverx"), "{out}");
+    }
+
+    #[test]
+    fn a_failed_rollback_shows_in_history_and_at_the_end_of_a_deploy() {
+        let failed = json!({
+            "finished_at": 0, "service": "web", "node": "host-a", "outcome": "failed",
+            "from": hex("ab"), "to": hex("cd"), "duration_ms": 1500,
+            "reason": "candidate unhealthy", "rollback_error": "old container gone"
+        });
+        let plain = json!({
+            "finished_at": 0, "service": "web", "node": "host-a", "outcome": "rolled_back",
+            "from": hex("ab"), "to": hex("cd"), "duration_ms": 1500,
+            "reason": "candidate unhealthy", "rollback_error": null
+        });
+        let out = super::history(&json!([failed, plain]));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[1].ends_with("1.5s  candidate unhealthy; rollback failed: old container gone"),
+            "{out}"
+        );
+        assert!(lines[2].ends_with("1.5s  candidate unhealthy"), "{out}");
+
+        assert_eq!(
+            super::deploy_end("web", "failed", &json!(hex("ab")), &failed),
+            "web: failed, live abababababab: candidate unhealthy; rollback failed: old container gone"
+        );
+        let no_reason = json!({"rollback_error": "old container gone"});
+        assert_eq!(
+            super::why(&no_reason).as_deref(),
+            Some("rollback failed: old container gone")
+        );
+        assert_eq!(super::why(&json!({})), None);
     }
 }

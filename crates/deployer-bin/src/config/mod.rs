@@ -1,6 +1,7 @@
 //! The daemon's configuration: one TOML file plus flag and environment overrides, validated as
 //! a whole before anything binds or connects. Every error names the file, line, column and key.
 
+mod client;
 mod error;
 mod locate;
 mod overrides;
@@ -16,6 +17,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use client::ClientConfig;
 pub use error::{ConfigError, ConfigErrors};
 pub use overrides::Overrides;
 pub use raw::LogFormat;

@@ -3,6 +3,7 @@
 //!
 //! - `config_check`: `deployer config check` and `--help` (no Docker needed).
 //! - `offline`: `run` with a bad config, and the client commands with no daemon.
+//! - `scripts`: what `scripts/demo.sh` installs, against what the build needs.
 //! - `end_to_end`: a real daemon, Docker engine and registry driven through the CLI: deploy,
 //!   status, rollback, history, a failed deploy, JSON logs, and SIGTERM during a deploy.
 
@@ -11,4 +12,5 @@ mod common;
 mod config_check;
 mod end_to_end;
 mod offline;
+mod scripts;
 mod support;

@@ -8,8 +8,13 @@
 //!
 //! Status codes: 200 reads; 202 deploy/rollback published (the deploy itself runs after the
 //! answer); 400 bad input naming the field, or an image from another repository; 401 missing
-//! or wrong token; 404 unknown service or path; 409 nothing to roll back to; 413/415 body; 502
-//! the registry or image build failed; 503 the coordinator is unavailable, or not ready.
+//! or wrong token; 403 the registry refused deployer's credentials for the image; 404 unknown
+//! service, image, tag or digest, or path; 409 nothing to roll back to; 413/415 body; 500 a
+//! corrupt coordinator record; 502 the image build (or another image step) failed; 503 the
+//! registry, the container engine or the coordinator cannot be reached, or not ready.
+//!
+//! Error bodies are `{"error": "<message>"}`; where one status has several causes they also
+//! carry `"code"`, one of [`codes`].
 
 mod openapi;
 mod routes;
@@ -29,6 +34,32 @@ use crate::config::{AdminConfig, ConfigError};
 use crate::hooks::bearer_matches;
 use crate::metrics::{Metrics, ProxyStats};
 use crate::secret::Secret;
+
+/// The `code` of error bodies, for clients that act on the cause (the CLI's exit codes).
+pub mod codes {
+    /// 404: no service has that name.
+    pub const UNKNOWN_SERVICE: &str = "unknown_service";
+    /// 400: the image asked for is from another repository than the service tracks.
+    pub const WRONG_REPOSITORY: &str = "wrong_repository";
+    /// 409: no earlier build to roll back to.
+    pub const NOTHING_TO_ROLL_BACK: &str = "nothing_to_roll_back";
+    /// 404: the registry has no such repository, tag or digest.
+    pub const IMAGE_NOT_FOUND: &str = "image_not_found";
+    /// 403: the registry refused deployer's credentials (or their absence).
+    pub const IMAGE_UNAUTHORIZED: &str = "image_unauthorized";
+    /// 503: the registry cannot be reached.
+    pub const REGISTRY_UNREACHABLE: &str = "registry_unreachable";
+    /// 503: the container engine cannot be reached.
+    pub const ENGINE_UNREACHABLE: &str = "engine_unreachable";
+    /// 502: building the image failed.
+    pub const BUILD_FAILED: &str = "build_failed";
+    /// 502: another image step failed.
+    pub const IMAGE_FAILED: &str = "image_failed";
+    /// 503: the coordinator cannot be reached or is shutting down.
+    pub const COORDINATOR_UNAVAILABLE: &str = "coordinator_unavailable";
+    /// 500: a coordinator record cannot be decoded.
+    pub const COORDINATOR_CORRUPT: &str = "coordinator_corrupt";
+}
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use super::codes;
+
 /// The OpenAPI 3.0 document served at `/api/v1/openapi.json`.
 pub fn openapi_document() -> Value {
     let error = |description: &str| {
@@ -26,7 +28,12 @@ pub fn openapi_document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"],
-                          "properties": {"error": {"type": "string", "example": "limit: must be a whole number from 1 to 1000"}}},
+                          "properties": {"error": {"type": "string", "example": "limit: must be a whole number from 1 to 1000"},
+                                         "code": {"type": "string", "description": "The cause, where one status has several",
+                                                  "enum": [codes::UNKNOWN_SERVICE, codes::WRONG_REPOSITORY, codes::NOTHING_TO_ROLL_BACK,
+                                                           codes::IMAGE_NOT_FOUND, codes::IMAGE_UNAUTHORIZED, codes::REGISTRY_UNREACHABLE,
+                                                           codes::ENGINE_UNREACHABLE, codes::BUILD_FAILED, codes::IMAGE_FAILED,
+                                                           codes::COORDINATOR_UNAVAILABLE, codes::COORDINATOR_CORRUPT]}}},
                 "Service": {"type": "object", "properties": {
                     "name": {"type": "string"}, "image": {"type": "string"},
                     "strategy": {"type": "string", "enum": ["handover", "recreate", "stop"]},
@@ -48,7 +55,9 @@ pub fn openapi_document() -> Value {
                     "service": {"type": "string"}, "node": {"type": "string"}, "image": {"type": "string"},
                     "outcome": {"type": "string", "enum": ["started", "succeeded", "rolled_back", "failed", "superseded", "skipped"]},
                     "from": {"type": "string", "nullable": true}, "to": {"type": "string", "nullable": true},
-                    "reason": {"type": "string", "nullable": true}, "duration_ms": {"type": "integer"},
+                    "reason": {"type": "string", "nullable": true},
+                    "rollback_error": {"type": "string", "nullable": true, "description": "Why putting the previous build back failed too"},
+                    "duration_ms": {"type": "integer"},
                     "started_at": {"type": "integer"}, "finished_at": {"type": "integer"}}},
                 "PublishOutcome": {"type": "object", "required": ["outcome"], "properties": {
                     "outcome": {"type": "string", "enum": ["published", "unchanged", "stale"]},
@@ -83,14 +92,19 @@ pub fn openapi_document() -> Value {
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeployRequest"}}}},
                 "responses": {"202": ok("Target published; the deploy follows", json!({"$ref": "#/components/schemas/PublishOutcome"})),
                               "400": error("Bad image or digest, or another repository"), "401": unauthorized,
-                              "404": error("No such service"), "413": error("Body too large"),
-                              "415": error("Body is not JSON"), "502": error("Registry or build failed"),
-                              "503": error("Coordinator unavailable")}}},
+                              "403": error("The registry refused deployer's credentials for the image"),
+                              "404": error("No such service (code unknown_service), or no such image, tag or digest at the registry (image_not_found)"),
+                              "413": error("Body too large"), "415": error("Body is not JSON"),
+                              "500": error("A coordinator record cannot be decoded"),
+                              "502": error("The image build or another image step failed"),
+                              "503": error("The registry, the container engine or the coordinator cannot be reached")}}},
             "/api/v1/services/{name}/rollback": {"post": {"summary": "Return to the build before the current target",
                 "parameters": [name],
                 "responses": {"202": ok("Target published; the rollback follows", json!({"$ref": "#/components/schemas/PublishOutcome"})),
                               "401": unauthorized, "404": error("No such service"),
-                              "409": error("No earlier build to roll back to"), "503": error("Coordinator unavailable")}}},
+                              "409": error("No earlier build to roll back to"),
+                              "500": error("A coordinator record cannot be decoded"),
+                              "503": error("Coordinator unavailable")}}},
             "/api/v1/history": {"get": {"summary": "Deploy reports, newest first",
                 "parameters": [
                     {"name": "service", "in": "query", "required": false, "schema": {"type": "string"}},
@@ -161,6 +175,54 @@ mod tests {
             Vec::<&(String, String)>::new(),
             "served but not documented"
         );
+    }
+
+    #[test]
+    fn every_status_a_deploy_can_fail_with_is_documented() {
+        let doc = openapi_document();
+        let responses = |path: &str| -> BTreeSet<String> {
+            doc["paths"][path]["post"]["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let deploy = responses("/api/v1/services/{name}/deploy");
+        let rollback = responses("/api/v1/services/{name}/rollback");
+        let codes: BTreeSet<&str> =
+            doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
+                .as_array()
+                .expect("codes")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+        for error in crate::admin::routes::tests::every_control_error() {
+            let answer = crate::admin::routes::control_error(&error);
+            let status = answer.status.as_str().to_owned();
+            use deployer_core::driver::ControlError as E;
+            // A deploy has nothing to roll back; a rollback resolves nothing at a registry.
+            let (in_deploy, in_rollback) = match error {
+                E::NothingToRollBack(_) => (false, true),
+                E::UnknownService(_) | E::Coordinator(_) => (true, true),
+                _ => (true, false),
+            };
+            if in_deploy {
+                assert!(
+                    deploy.contains(&status),
+                    "deploy: {error:?}: {status} not documented"
+                );
+            }
+            if in_rollback {
+                assert!(
+                    rollback.contains(&status),
+                    "rollback: {error:?}: {status} not documented"
+                );
+            }
+            if let Some(code) = answer.code {
+                assert!(codes.contains(code), "{code} not documented");
+            }
+        }
     }
 
     #[tokio::test]

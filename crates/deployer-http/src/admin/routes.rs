@@ -10,12 +10,13 @@ use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use deployer_core::driver::{ControlError, ServiceView, error_chain};
+use deployer_core::ports::{CoordinatorError, ImageError};
 use deployer_core::{Digest, ImageRef, ServiceName};
 use http::{Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Access, Admin};
+use super::{Access, Admin, codes};
 use crate::api_error::ApiError;
 use crate::body::{media_type, read_body, unsupported_media_type};
 use crate::metrics::{CONTENT_TYPE, ScrapeSources};
@@ -157,7 +158,7 @@ async fn one_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>) 
 }
 
 fn unknown_service(name: &str) -> ApiError {
-    ApiError::not_found(format!("no service named {name:?}"))
+    ApiError::not_found(format!("no service named {name:?}")).with_code(codes::UNKNOWN_SERVICE)
 }
 
 /// Query of `GET /api/v1/history`; strings so that bad values get our own 400.
@@ -215,12 +216,18 @@ async fn fleet(State(admin): State<Arc<Admin>>) -> Result<Json<Value>, ApiError>
     Ok(Json(json!({ "statuses": statuses })))
 }
 
-fn coordinator_down(what: &str, error: &dyn std::error::Error) -> ApiError {
+fn coordinator_down(what: &str, error: &CoordinatorError) -> ApiError {
     tracing::warn!("admin API {what}: {}", error_chain(error));
-    ApiError::unavailable(
-        "the coordinator is unavailable; see the deployer's log",
-        None,
-    )
+    match error {
+        // A decoding problem, not an outage: retrying will not help.
+        CoordinatorError::Corrupt { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{error}; the coordinator's data needs repair"),
+        )
+        .with_code(codes::COORDINATOR_CORRUPT),
+        _ => ApiError::unavailable(format!("{error}; the deployer's log has the cause"), None)
+            .with_code(codes::COORDINATOR_UNAVAILABLE),
+    }
 }
 
 async fn deploy(
@@ -298,20 +305,22 @@ async fn rollback(
     Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
 }
 
-/// Operator errors to answers: precise for the caller's mistakes, opaque for failures behind us.
-fn control_error(error: &ControlError) -> ApiError {
+/// Operator errors to answers. Each names the cause and the image, so that the CLI can say
+/// what went wrong without sending its user to the log; the underlying error's text (which
+/// may hold a registry URL with credentials) only goes to the log.
+pub(super) fn control_error(error: &ControlError) -> ApiError {
     match error {
         ControlError::UnknownService(name) => unknown_service(name),
-        ControlError::WrongRepository { .. } => ApiError::bad_request("image", error),
+        ControlError::WrongRepository { .. } => {
+            ApiError::bad_request("image", error).with_code(codes::WRONG_REPOSITORY)
+        }
         ControlError::NothingToRollBack(_) => {
             ApiError::new(StatusCode::CONFLICT, error.to_string())
+                .with_code(codes::NOTHING_TO_ROLL_BACK)
         }
         ControlError::Image(e) => {
             tracing::warn!("admin API deploy: {}", error_chain(e));
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "resolving or building the image failed; see the deployer's log",
-            )
+            image_error(e)
         }
         ControlError::Coordinator(e) => coordinator_down("deploy", e),
         _ => {
@@ -321,5 +330,272 @@ fn control_error(error: &ControlError) -> ApiError {
                 "internal error; see the deployer's log",
             )
         }
+    }
+}
+
+/// `ImageError`'s own message names the image and the cause and stops there; its sources
+/// are left out on purpose.
+fn image_error(error: &ImageError) -> ApiError {
+    let (status, code, message) = match error {
+        ImageError::NotFound { image } => (
+            StatusCode::NOT_FOUND,
+            codes::IMAGE_NOT_FOUND,
+            format!("image {image} not found: the registry has no such repository, tag or digest"),
+        ),
+        // 403, not 401: the caller's token was fine; the registry refused deployer.
+        ImageError::Unauthorized { image } => (
+            StatusCode::FORBIDDEN,
+            codes::IMAGE_UNAUTHORIZED,
+            format!(
+                "the registry refused to let deployer pull {image}: check the registry credentials deployer uses"
+            ),
+        ),
+        ImageError::RegistryUnreachable { image, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::REGISTRY_UNREACHABLE,
+            format!("the registry for {image} cannot be reached; the deployer's log has the cause"),
+        ),
+        ImageError::EngineUnreachable { image, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::ENGINE_UNREACHABLE,
+            format!(
+                "the container engine cannot be reached while handling {image}; the deployer's log has the cause"
+            ),
+        ),
+        // Build output can echo build arguments, which may be secrets.
+        ImageError::BuildFailed { image, .. } => (
+            StatusCode::BAD_GATEWAY,
+            codes::BUILD_FAILED,
+            format!("the build of {image} failed; its output is in the deployer's log"),
+        ),
+        other => (
+            StatusCode::BAD_GATEWAY,
+            codes::IMAGE_FAILED,
+            format!("{other}; the deployer's log has the cause"),
+        ),
+    };
+    ApiError::new(status, message).with_code(code)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::body::Body;
+    use deployer_core::driver::{Driver, DriverConfig, Ports};
+    use deployer_core::memory::MemoryJournal;
+    use deployer_core::testing::{FakeCoordinator, FakeImageSource, FakeSwitcher, digest};
+    use deployer_core::{ImageRef, ServiceSpec};
+    use http::{Request, StatusCode};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::admin::admin_router;
+    use crate::config::AdminConfig;
+    use crate::metrics::Metrics;
+
+    const IMAGE: &str = "registry.example.com:5000/team/web:latest";
+    /// What a registry error's source could hold, and no answer may.
+    const CREDENTIALS: &str = "https://deployer:hunter2@registry.example.com:5000/v2/";
+
+    fn image() -> ImageRef {
+        IMAGE.parse().expect("image")
+    }
+
+    /// An admin router over fakes: `web` tracks [`IMAGE`], which resolves only if `tagged`.
+    fn router(tagged: bool) -> (Router, Arc<FakeImageSource>, Arc<FakeCoordinator>) {
+        let images = Arc::new(FakeImageSource::new());
+        if tagged {
+            images.set_tag(&image(), digest(2));
+        }
+        let coordinator = Arc::new(FakeCoordinator::new("host-a"));
+        let ports = Ports {
+            images: images.clone(),
+            switcher: Arc::new(FakeSwitcher::new()),
+            coordinator: coordinator.clone(),
+            journal: Arc::new(MemoryJournal::new()),
+            notifiers: Vec::new(),
+        };
+        let spec = ServiceSpec::builder("web", image()).build().expect("spec");
+        let driver = Driver::new(DriverConfig::new("host-a"), ports, vec![spec]).expect("driver");
+        let router = admin_router(
+            &AdminConfig::default(),
+            driver.handle(),
+            Metrics::new(),
+            None,
+        )
+        .expect("router");
+        (router, images, coordinator)
+    }
+
+    async fn call(router: &Router, method: &str, uri: &str) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("answer");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&body).expect("JSON body"))
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_is_404_naming_the_image_not_the_log() {
+        let (router, _, _) = router(false);
+        let (status, body) = call(&router, "POST", "/api/v1/services/web/deploy").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["code"], codes::IMAGE_NOT_FOUND);
+        let message = body["error"].as_str().expect("message");
+        assert!(message.contains(IMAGE), "{message}");
+        assert!(message.contains("not found"), "{message}");
+        assert!(!message.contains("log"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_service_is_404_with_its_own_code() {
+        let (router, _, _) = router(true);
+        for (method, uri) in [
+            ("POST", "/api/v1/services/nope/deploy"),
+            ("POST", "/api/v1/services/nope/rollback"),
+            ("GET", "/api/v1/services/nope"),
+            ("GET", "/api/v1/history?service=nope"),
+        ] {
+            let (status, body) = call(&router, method, uri).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+            assert_eq!(body["code"], codes::UNKNOWN_SERVICE, "{uri}: {body}");
+            assert_eq!(body["error"], "no service named \"nope\"", "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_is_down_is_503_without_the_underlying_error() {
+        let (router, images, _) = router(true);
+        images.fail_next("resolve", 1);
+        let (status, body) = call(&router, "POST", "/api/v1/services/web/deploy").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["code"], codes::REGISTRY_UNREACHABLE);
+        let message = body["error"].as_str().expect("message");
+        assert!(message.contains(IMAGE), "{message}");
+        assert!(!message.contains("injected failure"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_coordinator_that_is_down_is_503_on_every_route_that_needs_it() {
+        let (router, _, coordinator) = router(true);
+        coordinator.set_down(true);
+        for (method, uri) in [
+            ("POST", "/api/v1/services/web/deploy"),
+            ("POST", "/api/v1/services/web/rollback"),
+            ("GET", "/api/v1/history"),
+            ("GET", "/api/v1/fleet"),
+        ] {
+            let (status, body) = call(&router, method, uri).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {body}");
+            assert_eq!(body["code"], codes::COORDINATOR_UNAVAILABLE, "{uri}");
+            let message = body["error"].as_str().expect("message");
+            assert!(
+                message.contains("coordinator unavailable"),
+                "{uri}: {message}"
+            );
+            assert!(!message.contains("injected failure"), "{uri}: {message}");
+        }
+    }
+
+    /// One of every control error, with sources holding credentials.
+    pub(crate) fn every_control_error() -> Vec<ControlError> {
+        let image = IMAGE.to_owned();
+        let source = || CREDENTIALS.into();
+        vec![
+            ControlError::UnknownService("web".into()),
+            ControlError::WrongRepository {
+                service: "web".into(),
+                tracked: IMAGE.into(),
+                asked: "other/app:v2".into(),
+            },
+            ControlError::NothingToRollBack("web".into()),
+            ImageError::NotFound {
+                image: image.clone(),
+            }
+            .into(),
+            ImageError::Unauthorized {
+                image: image.clone(),
+            }
+            .into(),
+            ImageError::RegistryUnreachable {
+                image: image.clone(),
+                source: source(),
+            }
+            .into(),
+            ImageError::EngineUnreachable {
+                image: image.clone(),
+                source: source(),
+            }
+            .into(),
+            ImageError::BuildFailed {
+                image: image.clone(),
+                last_lines: vec![format!("curl {CREDENTIALS}")],
+            }
+            .into(),
+            ImageError::Other {
+                operation: "fetch",
+                image,
+                source: source(),
+            }
+            .into(),
+            CoordinatorError::Unavailable {
+                operation: "publish",
+                source: source(),
+            }
+            .into(),
+            CoordinatorError::Closed.into(),
+            CoordinatorError::Corrupt {
+                key: "/deployer/targets/web".into(),
+                problem: "expected a JSON object".into(),
+            }
+            .into(),
+        ]
+    }
+
+    #[test]
+    fn each_failure_gets_the_status_of_its_cause_and_never_its_source() {
+        let answers: Vec<(StatusCode, Option<&str>)> = every_control_error()
+            .iter()
+            .map(|e| {
+                let answer = control_error(e);
+                assert!(
+                    !answer.message.contains("hunter2"),
+                    "{e:?}: {}",
+                    answer.message
+                );
+                // Everything about an image names it.
+                if matches!(e, ControlError::Image(_)) {
+                    assert!(answer.message.contains(IMAGE), "{}", answer.message);
+                }
+                (answer.status, answer.code)
+            })
+            .collect();
+        use StatusCode as S;
+        assert_eq!(
+            answers,
+            [
+                (S::NOT_FOUND, Some(codes::UNKNOWN_SERVICE)),
+                (S::BAD_REQUEST, Some(codes::WRONG_REPOSITORY)),
+                (S::CONFLICT, Some(codes::NOTHING_TO_ROLL_BACK)),
+                (S::NOT_FOUND, Some(codes::IMAGE_NOT_FOUND)),
+                (S::FORBIDDEN, Some(codes::IMAGE_UNAUTHORIZED)),
+                (S::SERVICE_UNAVAILABLE, Some(codes::REGISTRY_UNREACHABLE)),
+                (S::SERVICE_UNAVAILABLE, Some(codes::ENGINE_UNREACHABLE)),
+                (S::BAD_GATEWAY, Some(codes::BUILD_FAILED)),
+                (S::BAD_GATEWAY, Some(codes::IMAGE_FAILED)),
+                (S::SERVICE_UNAVAILABLE, Some(codes::COORDINATOR_UNAVAILABLE)),
+                (S::SERVICE_UNAVAILABLE, Some(codes::COORDINATOR_UNAVAILABLE)),
+                (S::INTERNAL_SERVER_ERROR, Some(codes::COORDINATOR_CORRUPT)),
+            ]
+        );
     }
 }

@@ -400,7 +400,7 @@ impl Coordinator for Flaky {
 }
 
 #[tokio::test]
-async fn coordinator_failures_are_503_with_an_opaque_message() {
+async fn coordinator_failures_are_503_naming_the_coordinator_not_the_cause() {
     let ports = Ports {
         images: Arc::new(FakeImageSource::new()),
         switcher: Arc::new(FakeSwitcher::new()),
@@ -426,9 +426,13 @@ async fn coordinator_failures_are_503_with_an_opaque_message() {
     ] {
         let (status, _, body) = send(&router, Request::get(uri).body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
-        assert_eq!(
-            body["error"],
-            "the coordinator is unavailable; see the deployer's log"
+        assert_eq!(body["code"], "coordinator_unavailable", "{uri}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("coordinator unavailable during "),
+            "{uri}: {body}"
         );
         assert!(!body.to_string().contains("2379"), "no detail leaks");
     }
@@ -503,16 +507,19 @@ async fn deploy_input_errors_name_the_field() {
         StatusCode::NOT_FOUND
     );
 
-    // The registry failing is the gateway's problem: 502, detail in the log only.
+    // A registry that cannot be reached: 503 naming the image, the underlying error in the
+    // log only.
     a.rig.images.fail_next("resolve", 1);
     let (status, _, answer) = send(&a.router, deploy("web", None)).await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["code"], "registry_unreachable");
     assert_eq!(
         answer["error"],
-        "resolving or building the image failed; see the deployer's log"
+        format!("the registry for {WEB} cannot be reached; the deployer's log has the cause")
     );
-    // An untracked tag of the right repository resolves to nothing: also the registry's answer.
-    let (status, _, _) = send(
+    assert!(!answer.to_string().contains("injected"), "{answer}");
+    // An untracked tag of the right repository resolves to nothing: 404 naming the image.
+    let (status, _, answer) = send(
         &a.router,
         deploy(
             "web",
@@ -520,7 +527,15 @@ async fn deploy_input_errors_name_the_field() {
         ),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["code"], "image_not_found");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("image 127.0.0.1:5000/demo/app:nope not found"),
+        "{answer}"
+    );
     assert!(
         a.rig.coordinator_targets().await.is_empty(),
         "failed deploys publish nothing"
