@@ -4,7 +4,7 @@
 //! SIGTERM while a slow build is probed (exit 0, candidate removed, old one kept).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,7 +14,7 @@ use deployer_testkit::{Registry, RegistryOptions, Sweep};
 use serde_json::Value;
 
 use crate::common::service_section;
-use crate::support::{Daemon, Output, bounded, command, containers_of, eventually, get, output};
+use crate::support::{Cli, Daemon, Output, bounded, containers_of, eventually, get};
 
 /// The daemon's stop grace: deploys under way get this long after SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
@@ -23,44 +23,6 @@ const HEALTH_DEADLINE: Duration = Duration::from_secs(5);
 /// Read from the daemon's config by the CLI too (`--config`), through the environment.
 const TOKEN_VAR: &str = "CLI_E2E_ADMIN_TOKEN";
 const TOKEN: &str = "cli-e2e-admin-token-5c0ffee";
-
-/// The CLI pointed at the daemon through its config file.
-struct Cli {
-    config: PathBuf,
-}
-
-impl Cli {
-    async fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let mut cli = command(args);
-        cli.arg("--config").arg(&self.config).env(TOKEN_VAR, TOKEN);
-        output(cli).await
-    }
-
-    /// `deployer deploy SERVICE --image IMAGE EXTRA...`.
-    async fn deploy(&self, service: &str, image: &str, extra: &[&str]) -> anyhow::Result<Output> {
-        let args: Vec<&str> = ["deploy", service, "--image", image]
-            .into_iter()
-            .chain(extra.iter().copied())
-            .collect();
-        self.run(&args).await
-    }
-
-    /// `deployer status --json`'s one service.
-    async fn service(&self) -> anyhow::Result<Value> {
-        let out = self.run(&["status", "--json"]).await?;
-        anyhow::ensure!(out.code == Some(0), "status failed: {out}");
-        let status: Value = serde_json::from_str(&out.stdout).context("status --json")?;
-        Ok(status["services"][0].clone())
-    }
-
-    /// `deployer history --json`'s reports, newest first.
-    async fn history(&self) -> anyhow::Result<Vec<Value>> {
-        let out = self.run(&["history", "--json"]).await?;
-        anyhow::ensure!(out.code == Some(0), "history failed: {out}");
-        let history: Value = serde_json::from_str(&out.stdout).context("history --json")?;
-        Ok(history["reports"].as_array().cloned().unwrap_or_default())
-    }
-}
 
 /// The first 12 hex digits, as the CLI prints digests.
 fn short(digest: &str) -> &str {
@@ -174,6 +136,7 @@ async fn scenario() -> anyhow::Result<()> {
     )?;
     let cli = Cli {
         config: config_path.clone(),
+        token: (TOKEN_VAR, TOKEN),
     };
     let mut daemon = Daemon::start(
         &config_path,

@@ -5,6 +5,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use serde_json::Value;
 
 /// The binary under test.
 pub const DEPLOYER: &str = env!("CARGO_BIN_EXE_deployer");
@@ -72,6 +73,54 @@ pub async fn deployer(args: &[&str]) -> anyhow::Result<Output> {
     output(command(args)).await
 }
 
+/// The CLI pointed at the daemon through its config file.
+pub struct Cli {
+    /// The daemon's config file.
+    pub config: PathBuf,
+    /// The variable the config reads the admin token from, and its value.
+    pub token: (&'static str, &'static str),
+}
+
+impl Cli {
+    pub async fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut cli = command(args);
+        cli.arg("--config")
+            .arg(&self.config)
+            .env(self.token.0, self.token.1);
+        output(cli).await
+    }
+
+    /// `deployer deploy SERVICE --image IMAGE EXTRA...`.
+    pub async fn deploy(
+        &self,
+        service: &str,
+        image: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Output> {
+        let args: Vec<&str> = ["deploy", service, "--image", image]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        self.run(&args).await
+    }
+
+    /// `deployer status --json`'s one service.
+    pub async fn service(&self) -> anyhow::Result<Value> {
+        let out = self.run(&["status", "--json"]).await?;
+        anyhow::ensure!(out.code == Some(0), "status failed: {out}");
+        let status: Value = serde_json::from_str(&out.stdout).context("status --json")?;
+        Ok(status["services"][0].clone())
+    }
+
+    /// `deployer history --json`'s reports, newest first.
+    pub async fn history(&self) -> anyhow::Result<Vec<Value>> {
+        let out = self.run(&["history", "--json"]).await?;
+        anyhow::ensure!(out.code == Some(0), "history failed: {out}");
+        let history: Value = serde_json::from_str(&out.stdout).context("history --json")?;
+        Ok(history["reports"].as_array().cloned().unwrap_or_default())
+    }
+}
+
 /// A `deployer run` process, killed on drop. Its stderr goes to a file, printed when the
 /// test ends without calling [`Daemon::passed`], so a failure shows what the daemon did.
 #[derive(Debug)]
@@ -127,6 +176,32 @@ impl Daemon {
             .await
             .with_context(|| format!("deployer run did not exit within {limit:?} of SIGTERM"))?
             .context("waiting for deployer run")
+    }
+
+    /// Sends SIGKILL (a crash at whatever moment this is) and waits for the process to end.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        child.kill().await.context("killing deployer run")
+    }
+
+    /// Sends SIGHUP: re-resolve every tracked tag now.
+    pub async fn hangup(&self) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .id()
+            .context("the daemon has exited")?;
+        let sent = tokio::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .await
+            .context("running kill")?;
+        anyhow::ensure!(sent.success(), "kill -HUP {pid} failed: {sent}");
+        Ok(())
     }
 
     /// Fails if the daemon has exited (it should run until told to stop).
