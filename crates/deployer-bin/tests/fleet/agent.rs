@@ -260,11 +260,27 @@ retries = 20
 
     /// Announces a build as a CI job would: `POST /hooks/generic`; returns the status code.
     pub async fn announce(&self, image: &str, digest: &str) -> anyhow::Result<u16> {
+        self.post_generic(json!({ "image": image, "digest": digest }))
+            .await
+    }
+
+    /// Like [`Agent::announce`], with the sender's own push time (RFC 3339).
+    pub async fn announce_dated(
+        &self,
+        image: &str,
+        digest: &str,
+        time: &str,
+    ) -> anyhow::Result<u16> {
+        self.post_generic(json!({ "image": image, "digest": digest, "time": time }))
+            .await
+    }
+
+    async fn post_generic(&self, body: serde_json::Value) -> anyhow::Result<u16> {
         let response = self
             .http
             .post(format!("http://{}/hooks/generic", self.webhooks))
             .bearer_auth(HOOK_TOKEN)
-            .json(&json!({ "image": image, "digest": digest }))
+            .json(&body)
             .send()
             .await?;
         Ok(response.status().as_u16())

@@ -62,10 +62,12 @@ async fn a_bad_image_stops_after_the_first_host() -> anyhow::Result<()> {
             );
         }
 
-        // The target is halted in etcd, by that host.
+        // The target is halted in etcd for this service, by that host.
         let (target, _) = fleet.target().await?;
         ensure!(
-            target["digest"] == bad && target["halted"]["node"] == first.as_str(),
+            target["digest"] == bad
+                && target["halts"][0]["node"] == first.as_str()
+                && target["halts"].as_array().map(Vec::len) == Some(1),
             "target: {target}"
         );
 

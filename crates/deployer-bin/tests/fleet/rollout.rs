@@ -1,10 +1,11 @@
-//! A webhook to one agent switches the whole fleet, one host at a time; an older digest
-//! arriving after a newer one changes nothing.
+//! A webhook to one agent switches the whole fleet, one host at a time; an older push
+//! announced after a newer one changes nothing.
 
 use std::time::Duration;
 
 use anyhow::ensure;
 use deployer_testkit::App;
+use serde_json::Value;
 
 use crate::fleet::{AGENTS, Fleet};
 use crate::timeline;
@@ -63,9 +64,12 @@ async fn an_older_digest_after_a_newer_one_changes_nothing() -> anyhow::Result<(
             containers.push(fleet.containers(&agent.node).await?);
         }
 
-        // The older build announced late (a delayed or replayed webhook), to every host.
+        // The older build announced late (a delayed or replayed webhook, dated at its push,
+        // before v2's), to every host.
         for agent in &fleet.agents {
-            let status = agent.announce(&fleet.image, &v1).await?;
+            let status = agent
+                .announce_dated(&fleet.image, &v1, "2000-01-01T00:00:00Z")
+                .await?;
             ensure!(status == 202, "{}'s webhook answered {status}", agent.node);
         }
         for agent in &fleet.agents {
@@ -83,9 +87,23 @@ async fn an_older_digest_after_a_newer_one_changes_nothing() -> anyhow::Result<(
             after == target && after_revision == revision,
             "the target moved: {after}"
         );
+        // The history only gains the refusals, one per host, each saying why.
+        let refusals = eventually(
+            Duration::from_secs(10),
+            "the refusals in history",
+            || async {
+                let now = fleet.agents[0].history().await.ok()?;
+                let (refused, rest): (Vec<Value>, Vec<Value>) = now.into_iter().partition(|r| {
+                    r["outcome"] == "skipped"
+                        && r["reason"].as_str().is_some_and(|w| w.contains("refused"))
+                });
+                (rest == history && refused.len() == AGENTS).then_some(refused)
+            },
+        )
+        .await?;
         ensure!(
-            fleet.agents[0].history().await? == history,
-            "the history changed"
+            refusals.iter().all(|r| r["to"] == v1 && r["from"] == v2),
+            "refusals: {refusals:?}"
         );
         for (agent, before) in fleet.agents.iter().zip(&containers) {
             let now = fleet.containers(&agent.node).await?;

@@ -126,6 +126,30 @@ fn fixtures_decode_to_what_they_announce() {
 }
 
 #[test]
+fn event_ids_and_times_are_taken_where_the_sender_gives_them() {
+    let reference = &decoded(Sender::Registry, None, "registry_push_reference.json")[0];
+    assert_eq!(
+        reference.event_id.as_deref(),
+        Some("89df7a2b-5ba4-4a5b-9d4c-0e7a0c6f1c1e"),
+        "a registry event's id tells a redelivery from a new push"
+    );
+    let ctx = DecodeContext::new(None, None);
+    let body = br#"{"image": "127.0.0.1:5000/demo/app:latest", "id": "ci-run-41", "time": "2026-11-22T20:25:17Z"}"#;
+    let generic = &decode(Sender::Generic, body, &ctx).unwrap()[0];
+    assert_eq!(generic.event_id.as_deref(), Some("ci-run-41"));
+    assert_eq!(
+        generic.event_time.map(|t| t.to_string()).as_deref(),
+        Some("2026-11-22T20:25:17.000Z")
+    );
+    let bad = br#"{"image": "127.0.0.1:5000/demo/app:latest", "time": "yesterday"}"#;
+    let e = decode(Sender::Generic, bad, &ctx).unwrap_err();
+    assert_eq!(
+        (e.field.as_str(), e.problem.as_str()),
+        ("time", "not an RFC 3339 time")
+    );
+}
+
+#[test]
 fn the_registry_name_override_applies_where_a_host_is_reported() {
     let ctx = DecodeContext::new(None, Some("registry.internal:5000"));
     let cases = [
