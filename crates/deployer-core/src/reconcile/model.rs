@@ -34,10 +34,14 @@ impl Model {
             .instances
             .iter()
             .map(|o| {
+                // A paused or restarting container exists but must prove itself again (probe,
+                // promote) before it counts as serving; a removing or dead one is only removed.
                 let status = match (o.state, o.serving) {
-                    (RunState::Stopped, _) => Status::Stopped,
                     (RunState::Running, true) => Status::Serving,
-                    (RunState::Running, false) => Status::Running,
+                    (RunState::Running | RunState::Paused | RunState::Restarting, _) => {
+                        Status::Running
+                    }
+                    (RunState::Stopped | RunState::Removing | RunState::Dead, _) => Status::Stopped,
                 };
                 let spec = InstanceSpec {
                     id: o.id,

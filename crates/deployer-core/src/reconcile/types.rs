@@ -82,7 +82,8 @@ impl InstanceSpec {
     }
 }
 
-/// Whether an observed container is running.
+/// An observed container's state, as faithfully as the engine tells it: only `Stopped` means
+/// the container has ended (created or exited).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
@@ -90,6 +91,23 @@ pub enum RunState {
     Running,
     /// Created or exited: exists but does not run.
     Stopped,
+    /// Frozen by `docker pause`: it exists and will run again when unpaused, but answers
+    /// nothing meanwhile.
+    Paused,
+    /// Being restarted by its restart policy: it may come back (on another port).
+    Restarting,
+    /// Being deleted by the engine.
+    Removing,
+    /// Dead: the engine failed to stop or remove it; only removing it helps.
+    Dead,
+}
+
+impl RunState {
+    /// Whether the container exists in a state the engine can bring back to running without
+    /// creating it again (running, paused or restarting).
+    pub fn is_alive(self) -> bool {
+        matches!(self, Self::Running | Self::Paused | Self::Restarting)
+    }
 }
 
 /// One container found by a switcher.

@@ -124,6 +124,8 @@ pub(crate) struct Found {
     pub(crate) name: String,
     pub(crate) labels: HashMap<String, String>,
     pub(crate) running: bool,
+    /// The engine's state, as the engine says it.
+    pub(crate) state: RunState,
     pub(crate) instance: InstanceId,
     pub(crate) image: ImageRef,
     pub(crate) digest: Option<Digest>,
@@ -326,6 +328,7 @@ impl DockerSwitcher {
                     summary.state,
                     Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED)
                 ),
+                state: run_state(summary.state),
                 instance: InstanceId {
                     generation: generation.unwrap_or(Generation(0)),
                     slot: slot.unwrap_or(0),
@@ -515,8 +518,30 @@ impl DockerSwitcher {
         match self.docker.remove_container(container, Some(options)).await {
             Ok(()) => Ok(Removed::Removed),
             Err(e) if is_not_found(&e) => Ok(Removed::AlreadyGone),
+            // A removal the previous process started before it crashed: the same outcome is
+            // under way, so wait for it instead of failing and backing off.
+            Err(e) if is_removal_in_progress(&e) => self.await_removal(container, e).await,
             Err(e) => Err(e),
         }
+    }
+
+    /// Waits (bounded) until a container the engine is already removing is gone.
+    async fn await_removal(
+        &self,
+        container: &str,
+        first: bollard::errors::Error,
+    ) -> Result<Removed, bollard::errors::Error> {
+        tracing::info!(container, "removal already in progress; waiting for it");
+        let deadline = tokio::time::Instant::now() + REMOVAL_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            let options: Option<bollard::query_parameters::InspectContainerOptions> = None;
+            match self.docker.inspect_container(container, options).await {
+                Err(e) if is_not_found(&e) => return Ok(Removed::Removed),
+                Err(e) => return Err(e),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Err(first)
     }
 
     /// The container's last lines of output, joined for a one-line message.
@@ -594,6 +619,35 @@ pub(crate) fn engine<'a>(
     move |e| switch_error(op, service.name().as_str(), id, e)
 }
 
+/// How long a removal the engine already has under way is waited for.
+const REMOVAL_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether the engine refused a removal because one is already under way (409 "removal of
+/// container ... is already in progress").
+pub(crate) fn is_removal_in_progress(error: &bollard::errors::Error) -> bool {
+    match error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => message.contains("already in progress"),
+        _ => false,
+    }
+}
+
+/// The engine's container state, without folding paused, restarting, removing or dead into
+/// "exited".
+pub(crate) fn run_state(state: Option<ContainerSummaryStateEnum>) -> RunState {
+    use ContainerSummaryStateEnum as S;
+    match state {
+        Some(S::RUNNING) => RunState::Running,
+        Some(S::PAUSED) => RunState::Paused,
+        Some(S::RESTARTING) => RunState::Restarting,
+        Some(S::REMOVING) => RunState::Removing,
+        Some(S::DEAD) => RunState::Dead,
+        Some(S::CREATED | S::EXITED | S::EMPTY) | None => RunState::Stopped,
+    }
+}
+
 /// A step failing for a reason of ours, with what it means for the build.
 pub(crate) fn failed(
     op: &'static str,
@@ -627,11 +681,7 @@ impl Switcher for DockerSwitcher {
                 id: f.instance,
                 image: f.image.clone(),
                 digest: f.digest.clone(),
-                state: if f.running {
-                    RunState::Running
-                } else {
-                    RunState::Stopped
-                },
+                state: f.state,
                 serving,
             })
             .collect();
@@ -680,5 +730,39 @@ impl Switcher for DockerSwitcher {
             Strategy::Handover(_) => handover::remove(self, service, id).await,
             _ => recreate::remove(self, service, id).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removal_under_way_is_told_apart_from_other_conflicts() {
+        let error =
+            |status_code: u16, message: &str| bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.to_owned(),
+            };
+        assert!(is_removal_in_progress(&error(
+            409,
+            "removal of container web-g2-s0 is already in progress"
+        )));
+        assert!(!is_removal_in_progress(&error(
+            409,
+            "Conflict. The container name \"/web-g2-s0\" is already in use"
+        )));
+        assert!(!is_removal_in_progress(&error(500, "already in progress")));
+    }
+
+    #[test]
+    fn engine_states_are_not_folded_into_exited() {
+        use ContainerSummaryStateEnum as S;
+        assert_eq!(run_state(Some(S::PAUSED)), RunState::Paused);
+        assert_eq!(run_state(Some(S::RESTARTING)), RunState::Restarting);
+        assert_eq!(run_state(Some(S::REMOVING)), RunState::Removing);
+        assert_eq!(run_state(Some(S::DEAD)), RunState::Dead);
+        assert_eq!(run_state(Some(S::EXITED)), RunState::Stopped);
+        assert_eq!(run_state(Some(S::RUNNING)), RunState::Running);
     }
 }

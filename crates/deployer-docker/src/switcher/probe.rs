@@ -4,7 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
+use bollard::models::{
+    ContainerInspectResponse, ContainerState, ContainerStateStatusEnum, HealthStatusEnum,
+};
 use deployer_core::ServiceSpec;
 use deployer_core::reconcile::Health;
 use deployer_core::service::Probe;
@@ -18,6 +20,57 @@ use super::DockerSwitcher;
 /// container, and closes the connection a moment later: that close is the "refused".
 const TCP_SETTLE: Duration = Duration::from_millis(100);
 
+/// What a container's state alone says about its health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StateVerdict {
+    /// It runs: probe it.
+    Probe,
+    /// Not answering now, but it may (created, paused, restarting): unhealthy until the
+    /// deadline, with the reason.
+    NotYet(String),
+    /// It ended (exited, dead, being removed): no point probing further.
+    Ended,
+}
+
+/// The verdict of the engine's state. A paused container is not an exited one: it fails its
+/// probe by the deadline, saying it is paused, instead of at once with a made-up exit code.
+pub(crate) fn verdict_of_state(state: &ContainerState) -> StateVerdict {
+    use ContainerStateStatusEnum as S;
+    match state.status {
+        Some(S::RUNNING) if state.restarting != Some(true) => StateVerdict::Probe,
+        Some(S::RUNNING | S::RESTARTING) => StateVerdict::NotYet(format!(
+            "restarting after exit code {}",
+            state.exit_code.unwrap_or_default()
+        )),
+        Some(S::CREATED) => StateVerdict::NotYet("created but not started".to_owned()),
+        Some(S::PAUSED) => StateVerdict::NotYet("paused".to_owned()),
+        Some(S::EXITED | S::DEAD | S::REMOVING | S::EMPTY) | None => StateVerdict::Ended,
+    }
+}
+
+/// How an ended container ended, for people.
+fn ended(state: &ContainerState) -> String {
+    use ContainerStateStatusEnum as S;
+    let how = match state.status {
+        Some(S::DEAD) => "dead, ",
+        Some(S::REMOVING) => "being removed, ",
+        _ => "",
+    };
+    let code = state.exit_code.unwrap_or_default();
+    let oom = if state.oom_killed == Some(true) {
+        " (out of memory)"
+    } else {
+        ""
+    };
+    let error = state
+        .error
+        .as_ref()
+        .filter(|e| !e.is_empty())
+        .map(|e| format!("; {e}"))
+        .unwrap_or_default();
+    format!("{how}exit code {code}{oom}{error}")
+}
+
 /// Probes the inspected container: `container_port` is the port the check goes to (its
 /// published host port); `None` means the first published port.
 pub(crate) async fn check(
@@ -28,27 +81,12 @@ pub(crate) async fn check(
 ) -> Health {
     let state = container.state.clone().unwrap_or_default();
     let id = container.id.clone().unwrap_or_default();
-    match state.status {
-        Some(ContainerStateStatusEnum::RUNNING) if state.restarting != Some(true) => {}
-        Some(ContainerStateStatusEnum::CREATED) => {
-            return Health::Unhealthy("created but not started".to_owned());
-        }
-        _ => {
-            let code = state.exit_code.unwrap_or_default();
-            let oom = if state.oom_killed == Some(true) {
-                " (out of memory)"
-            } else {
-                ""
-            };
-            let error = state
-                .error
-                .filter(|e| !e.is_empty())
-                .map(|e| format!("; {e}"))
-                .unwrap_or_default();
+    match verdict_of_state(&state) {
+        StateVerdict::Probe => {}
+        StateVerdict::NotYet(why) => return Health::Unhealthy(why),
+        StateVerdict::Ended => {
             let lines = switcher.last_lines(&id).await;
-            return Health::Exited(format!(
-                "exit code {code}{oom}{error}; last output: {lines}"
-            ));
+            return Health::Exited(format!("{}; last output: {lines}", ended(&state)));
         }
     }
     let health = service.health();
@@ -181,5 +219,48 @@ async fn tcp(addr: SocketAddr, timeout: Duration) -> Health {
         Ok(Err(e)) => Health::Unhealthy(format!("{addr}: {e}")),
         // Data (a greeting) or silence on an open connection: something listens.
         Ok(Ok(_)) | Err(_) => Health::Healthy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(status: ContainerStateStatusEnum, restarting: bool) -> ContainerState {
+        ContainerState {
+            status: Some(status),
+            restarting: Some(restarting),
+            exit_code: Some(0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_ended_containers_end_the_probe_and_a_paused_one_says_so() {
+        use ContainerStateStatusEnum as S;
+        assert_eq!(
+            verdict_of_state(&state(S::RUNNING, false)),
+            StateVerdict::Probe
+        );
+        assert_eq!(
+            verdict_of_state(&state(S::PAUSED, false)),
+            StateVerdict::NotYet("paused".to_owned())
+        );
+        assert!(matches!(
+            verdict_of_state(&state(S::RUNNING, true)),
+            StateVerdict::NotYet(why) if why.starts_with("restarting")
+        ));
+        assert!(matches!(
+            verdict_of_state(&state(S::RESTARTING, true)),
+            StateVerdict::NotYet(_)
+        ));
+        for ended in [S::EXITED, S::DEAD, S::REMOVING] {
+            assert_eq!(
+                verdict_of_state(&state(ended, false)),
+                StateVerdict::Ended,
+                "{ended:?}"
+            );
+        }
+        assert_eq!(ended(&state(S::DEAD, false)), "dead, exit code 0");
     }
 }

@@ -10,4 +10,5 @@ mod handover;
 mod image_source;
 mod recreate;
 mod scope;
+mod states;
 mod support;

@@ -13,9 +13,7 @@ use tokio::time::Instant;
 use super::io::{Effect, Input, Op, OpId, OpResult, Report, SlotOutcome, StatusUpdate, StepError};
 use super::model::{Model, Status};
 use super::plan::{self, Action};
-use super::types::{
-    Generation, GenerationRef, Health, InstanceId, JournalEntry, Observed, RunState,
-};
+use super::types::{Generation, GenerationRef, Health, InstanceId, JournalEntry, Observed};
 use crate::image::Digest;
 use crate::ports::FailureKind;
 use crate::report::{Outcome, ServiceState};

@@ -169,11 +169,7 @@ impl Machine {
             }
             None => {
                 let mut counts: Vec<(usize, Generation)> = Vec::new();
-                for o in observed
-                    .instances
-                    .iter()
-                    .filter(|o| o.state == RunState::Running)
-                {
+                for o in observed.instances.iter().filter(|o| o.state.is_alive()) {
                     match counts.iter_mut().find(|(_, g)| *g == o.id.generation) {
                         Some((n, _)) => *n += 1,
                         None => counts.push((1, o.id.generation)),
