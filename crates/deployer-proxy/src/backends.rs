@@ -261,6 +261,26 @@ impl Pool {
         self.retire(removed)
     }
 
+    /// Takes `out` out of rotation and puts `add` in, under one lock: no request is routed
+    /// between the two.
+    pub(crate) fn swap(&self, out: &[SocketAddr], add: SocketAddr) -> (AddOutcome, Drain) {
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let removed: Vec<_> = routes
+            .extract_if(.., |b| out.contains(&b.addr()) && b.addr() != add)
+            .collect();
+        let added = if routes.iter().any(|b| b.addr() == add) {
+            AddOutcome::AlreadyPresent
+        } else {
+            routes.push(self.new_backend(add));
+            AddOutcome::Added
+        };
+        drop(routes);
+        if added == AddOutcome::Added {
+            tracing::info!(backend = %add, replaced = removed.len(), "backend swapped in");
+        }
+        (added, self.retire(removed))
+    }
+
     pub(crate) fn replace(&self, addrs: Vec<SocketAddr>) -> Drain {
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
         let mut old = std::mem::take(&mut *routes);

@@ -166,6 +166,14 @@ impl Proxy {
         self.inner.shared.pool.remove(addr)
     }
 
+    /// Routes new requests (or connections) to `add` instead of `out`, in one atomic step:
+    /// no request goes to `out` after one went to `add`, which is how a handover moves a
+    /// replica's traffic from its old container to its new one at one instant. The
+    /// [`Drain`] covers the backends taken out (an address in both is kept).
+    pub fn swap_backends(&self, out: &[SocketAddr], add: SocketAddr) -> (AddOutcome, Drain) {
+        self.inner.shared.pool.swap(out, add)
+    }
+
     /// Makes `addrs` the live set in one atomic step (duplicates are ignored; backends in
     /// both the old and new set keep their connection pool and counters). The [`Drain`]
     /// covers every backend removed.

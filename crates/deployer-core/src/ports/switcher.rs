@@ -110,8 +110,13 @@ pub enum Removed {
 ///   created, so `observe` finds everything, including what a crash left half-done.
 /// - `start` of an instance that exists but is stopped starts that container again (this is
 ///   how the recreate strategy rolls back without losing the old container's config).
-/// - `retire` takes an instance out of traffic, waits for the drain (bounded by the service's
-///   drain timeout), then stops it (stop timeout, then kill), but does not delete it.
+/// - For a strategy with a proxy, `promote` moves the traffic of the instance's replica slot:
+///   the slot's instances of other generations leave the rotation in the same atomic step the
+///   instance joins it, so no request reaches the old one after one reached the new. They keep
+///   running (and finish what they serve) until `retire`.
+/// - `retire` takes an instance out of traffic (if `promote` of its successor has not already),
+///   waits for the drain (bounded by the service's drain timeout), then stops it (stop timeout,
+///   then kill), but does not delete it.
 /// - `remove` stops the instance if it still runs and deletes it.
 /// - Futures may be dropped (cancelled) only at `probe`; the engine awaits the other steps.
 /// - Errors name the step, service and instance.

@@ -80,6 +80,18 @@ impl Model {
         }
     }
 
+    /// Instances of `id`'s slot in other generations stop serving (they keep running).
+    pub(crate) fn demote_slot_peers(&mut self, id: InstanceId) {
+        for (other, i) in &mut self.instances {
+            if other.slot == id.slot
+                && other.generation != id.generation
+                && i.status == Status::Serving
+            {
+                i.status = Status::Running;
+            }
+        }
+    }
+
     pub(crate) fn remove(&mut self, id: InstanceId) {
         self.instances.remove(&id);
     }

@@ -196,7 +196,14 @@ impl World {
         if !i.running {
             return Err(format!("{id} is not running"));
         }
-        Ok(if std::mem::replace(&mut i.serving, true) {
+        let was = std::mem::replace(&mut i.serving, true);
+        // As the proxy does: the slot's older instances leave the rotation in the same step.
+        for ((s, other), peer) in &mut self.instances {
+            if s == service && other.slot == id.slot && other.generation != id.generation {
+                peer.serving = false;
+            }
+        }
+        Ok(if was {
             Promoted::AlreadyServing
         } else {
             Promoted::Switched

@@ -233,15 +233,27 @@ pub(super) async fn promote(
         })?
         .ok_or_else(|| failed("promote", service, id, FailureKind::Transient, "no proxy"))?;
     let previous = switcher.record_backend(service.name(), id, Some(addr));
-    let outcome = match proxy.add_backend(addr) {
+    // Promoted again (a rollback to it): whatever drain it was under no longer applies.
+    drop(switcher.take_drain(service.name(), id));
+    // The slot's older instance leaves the rotation in the same step this one joins it, so
+    // new requests move from old to new at one instant (adding first and removing after
+    // would round-robin between the two meanwhile). A container restarted by its restart
+    // policy comes back on a new ephemeral port: its old address leaves in the same step.
+    let peers = switcher.slot_peers(service.name(), id);
+    let mut out: Vec<SocketAddr> = peers.iter().map(|(_, a)| *a).collect();
+    out.extend(previous.filter(|p| *p != addr));
+    let (added, drain) = proxy.swap_backends(&out, addr);
+    let outcome = match added {
         deployer_proxy::AddOutcome::Added => Promoted::Switched,
         _ => Promoted::AlreadyServing,
     };
-    // A container restarted by its restart policy comes back on a new ephemeral port: its old
-    // address must leave the proxy, or requests would keep going to a dead port.
-    if let Some(stale) = previous.filter(|p| *p != addr) {
-        tracing::info!(service = %service.name(), instance = %id, backend = %stale, "removing a stale backend");
-        drop(proxy.remove_backend(stale));
+    if !drain.is_empty() {
+        let drained = drain.backends();
+        // The retire of the replaced instance waits for this drain before it stops it.
+        match peers.iter().find(|(_, a)| drained.contains(a)) {
+            Some((peer, _)) => switcher.keep_drain(service.name(), *peer, drain),
+            None => drop(drain),
+        }
     }
     tracing::info!(service = %service.name(), instance = %id, backend = %addr, "serving");
     Ok(outcome)
@@ -263,6 +275,10 @@ pub(super) async fn retire(
         .as_ref()
         .and_then(|c| host_addr(c, Some(handover.container_port()), switcher.config.host_ip));
     let mut cut = 0;
+    // Taken out of rotation when its successor was promoted: wait for what it still serves.
+    if let Some(drain) = switcher.take_drain(service.name(), id) {
+        cut += drain.wait(service.timeouts().drain).await.cut;
+    }
     if let Some(proxy) = switcher.proxy(service.name()) {
         for addr in [recorded, published].into_iter().flatten() {
             let drain = proxy.remove_backend(addr);
@@ -305,6 +321,7 @@ pub(super) async fn remove(
     ) {
         drop(proxy.remove_backend(addr));
     }
+    drop(switcher.take_drain(service.name(), id));
     let removed = switcher
         .remove_container(&name, true)
         .await

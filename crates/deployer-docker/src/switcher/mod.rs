@@ -103,6 +103,9 @@ pub struct DockerSwitcher {
     /// The backend address each promoted instance was added to its proxy with (a restarted
     /// container gets a new ephemeral port, so the address cannot be re-read later).
     backends: Mutex<HashMap<(ServiceName, InstanceId), SocketAddr>>,
+    /// Instances whose traffic a newer instance of their slot took over at its promote: the
+    /// drain of what they still served, waited for when they are retired.
+    drains: Mutex<HashMap<(ServiceName, InstanceId), deployer_proxy::Drain>>,
 }
 
 impl std::fmt::Debug for DockerSwitcher {
@@ -151,6 +154,7 @@ impl DockerSwitcher {
             proxies: RwLock::default(),
             bind_lock: tokio::sync::Mutex::new(()),
             backends: Mutex::default(),
+            drains: Mutex::default(),
         }
     }
 
@@ -264,6 +268,33 @@ impl DockerSwitcher {
             Some(addr) => map.insert((service.clone(), id), addr),
             None => map.remove(&(service.clone(), id)),
         }
+    }
+
+    /// The recorded backends of `id`'s slot in other generations: what `id` replaces.
+    fn slot_peers(&self, service: &ServiceName, id: InstanceId) -> Vec<(InstanceId, SocketAddr)> {
+        self.backends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|((s, other), _)| {
+                s == service && other.slot == id.slot && other.generation != id.generation
+            })
+            .map(|((_, other), addr)| (*other, *addr))
+            .collect()
+    }
+
+    fn keep_drain(&self, service: &ServiceName, id: InstanceId, drain: deployer_proxy::Drain) {
+        self.drains
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((service.clone(), id), drain);
+    }
+
+    fn take_drain(&self, service: &ServiceName, id: InstanceId) -> Option<deployer_proxy::Drain> {
+        self.drains
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(service.clone(), id))
     }
 
     fn recorded_backend(&self, service: &ServiceName, id: InstanceId) -> Option<SocketAddr> {

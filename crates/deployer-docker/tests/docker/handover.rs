@@ -131,3 +131,73 @@ async fn bad_images_roll_back_and_a_newer_target_supersedes_a_probing_candidate(
     })
     .await?
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_moves_every_new_request_at_one_instant() -> anyhow::Result<()> {
+    bounded(Duration::from_secs(150), "monotonic switches", async {
+        let sweep = Sweep::new("handover-atomic");
+        let docker = images::docker().await;
+        let mut builds = Vec::new();
+        for n in 1..=6 {
+            let version = format!("v{n}");
+            let (image, id) = build_image(
+                &docker,
+                &sweep,
+                "mono",
+                &version,
+                App::http(&version),
+                false,
+            )
+            .await?;
+            builds.push((image, id));
+        }
+        let tracked = builds[0].0.with_tag("live")?;
+        let spec = handover_service(&sweep, "mono", &tracked, Duration::from_secs(10))?;
+        let listen = spec.strategy().handover().unwrap().listen();
+        let harness = Harness::start(&docker, vec![spec]).await?;
+        let rev = harness.publish(&tracked, &builds[0].1).await?;
+        assert_eq!(
+            harness.report(rev, Duration::from_secs(30)).await?.outcome,
+            Outcome::Succeeded
+        );
+
+        // Clients on new connections as fast as they can: each must see versions only go up.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let (mut last, mut seen, mut backwards) = (0u32, 0u32, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Ok(body) = fetch_body(listen).await else {
+                            continue;
+                        };
+                        let n: u32 = body.trim().trim_start_matches('v').parse().unwrap_or(0);
+                        if n < last {
+                            backwards.push(format!("v{n} after v{last}"));
+                        }
+                        last = last.max(n);
+                        seen += 1;
+                    }
+                    (seen, backwards)
+                })
+            })
+            .collect();
+        for (n, (_, id)) in builds.iter().enumerate().skip(1) {
+            let rev = harness.publish(&tracked, id).await?;
+            let report = harness.report(rev, Duration::from_secs(30)).await?;
+            assert_eq!(report.outcome, Outcome::Succeeded, "deploy {n}: {report:?}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for client in clients {
+            let (seen, backwards) = client.await?;
+            assert!(seen > 20, "only {seen} answers");
+            assert!(
+                backwards.is_empty(),
+                "an older version after a newer one: {backwards:?}"
+            );
+        }
+        harness.stop().await
+    })
+    .await?
+}

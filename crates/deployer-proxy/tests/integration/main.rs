@@ -6,6 +6,7 @@ mod http_drain;
 mod http_errors;
 mod http_headers;
 mod http_pool;
+mod http_swap;
 mod http_switch;
 mod round_robin;
 mod shutdown;

@@ -143,6 +143,11 @@ impl Machine {
             }
             (Action::Promote(id), OpResult::Promoted(Ok(_))) => {
                 self.model.update(*id, Status::Serving);
+                // A handover promote moves the slot's traffic: its older instance no longer
+                // serves, so undoing the rollout must promote that one again.
+                if self.spec.strategy().handover().is_some() {
+                    self.model.demote_slot_peers(*id);
+                }
                 None
             }
             (Action::Promote(id), OpResult::Promoted(Err(e))) => {
