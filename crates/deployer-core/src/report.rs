@@ -116,6 +116,8 @@ pub enum ServiceState {
     Probing,
     /// Moving traffic.
     Promoting,
+    /// The new build serves; it is watched while the old one stands by.
+    Watching,
     /// Draining and stopping the old generation.
     Draining,
     /// Putting the previous generation back.
@@ -144,6 +146,7 @@ impl ServiceState {
             Self::Starting => "starting",
             Self::Probing => "probing",
             Self::Promoting => "promoting",
+            Self::Watching => "watching",
             Self::Draining => "draining",
             Self::RollingBack => "rolling_back",
             Self::Backoff => "backoff",
@@ -162,6 +165,7 @@ impl ServiceState {
                 | Self::Starting
                 | Self::Probing
                 | Self::Promoting
+                | Self::Watching
                 | Self::Draining
                 | Self::RollingBack
         )

@@ -177,3 +177,79 @@ async fn a_failed_first_deploy_is_failed_not_rolled_back() {
     assert_eq!(env.count(Outcome::RolledBack), 0);
     running.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_build_that_crashes_after_taking_traffic_is_rolled_back_within_the_watch() {
+    let env = Env::new();
+    // Healthy for its first three probes (the rollout's, then two of the watch), then dead.
+    env.switcher.world().crashes_after.insert(digest(2), 3);
+    let running = env.start(vec![handover("web", IMAGE)], 4);
+    env.publish(IMAGE, 1).await;
+    env.report("v1", is("web", Outcome::Succeeded)).await;
+    let promoted = tokio::time::Instant::now();
+    env.publish(IMAGE, 2).await;
+    let report = env
+        .report("v2", |r| r.outcome.is_final() && r.to == Some(digest(2)))
+        .await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    let reason = report.reason.unwrap();
+    assert!(
+        reason.contains("exited") && reason.contains("after taking traffic"),
+        "{reason}"
+    );
+    assert!(
+        promoted.elapsed()
+            < deployer_core::service::DEFAULT_WATCH + std::time::Duration::from_secs(5),
+        "caught within the watch: {:?}",
+        promoted.elapsed()
+    );
+    // Traffic went straight back to v1, which never stopped, and the build is halted.
+    let world = env.switcher.world();
+    assert_eq!(world.serving(&name("web")).len(), 1);
+    let serving = world.serving(&name("web"))[0];
+    assert_eq!(serving.generation.0, 1, "v1 serves again");
+    assert!(
+        !world
+            .calls
+            .iter()
+            .any(|c| c.op == "retire" && c.instance == Some(serving)),
+        "v1 was never stopped"
+    );
+    drop(world);
+    let target = env
+        .coordinator
+        .target(&IMAGE.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(target.halt_for(&name("web")).is_some());
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watched_build_that_stays_healthy_retires_the_old_one_after_the_watch() {
+    let env = Env::new();
+    let running = env.start(vec![handover("web", IMAGE)], 4);
+    env.publish(IMAGE, 1).await;
+    env.report("v1", is("web", Outcome::Succeeded)).await;
+    env.publish(IMAGE, 2).await;
+    until("v2 watched", || {
+        running.handle.service("web").unwrap().status.state == ServiceState::Watching
+    })
+    .await;
+    {
+        let world = env.switcher.world();
+        assert_eq!(
+            world.all(&name("web")).len(),
+            2,
+            "v1 stands by during the watch"
+        );
+        assert_eq!(world.serving(&name("web"))[0].generation.0, 2);
+    }
+    env.report("v2", |r| {
+        r.outcome == Outcome::Succeeded && r.to == Some(digest(2))
+    })
+    .await;
+    assert_eq!(env.switcher.world().all(&name("web")).len(), 1);
+    running.stop().await;
+}

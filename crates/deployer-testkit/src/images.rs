@@ -31,6 +31,13 @@ pub enum App {
         /// Sleep before serving.
         boot: Duration,
     },
+    /// Like `Http`, then exits (code 1) `after` it started: passes its probe, then crashes.
+    CrashingHttp {
+        /// Body of `/`.
+        version: String,
+        /// Uptime before the crash.
+        after: Duration,
+    },
     /// Runs forever without listening: never becomes healthy.
     NeverHealthy,
     /// Exits with status 1 at once.
@@ -55,6 +62,10 @@ impl App {
         let cmd = match self {
             Self::Http { .. } => httpd,
             Self::SlowHttp { boot, .. } => format!("sleep {} && {httpd}", boot.as_secs_f32()),
+            Self::CrashingHttp { after, .. } => format!(
+                "httpd -f -p {HTTP_PORT} -h /www & sleep {} && exit 1",
+                after.as_secs_f32()
+            ),
             Self::NeverHealthy => "exec sleep 100000".to_owned(),
             Self::ExitsAtStart => "exit 1".to_owned(),
             Self::Tcp { .. } => format!("exec nc -ll -p {TCP_PORT} -e /bin/tcp-app"),
@@ -64,9 +75,10 @@ impl App {
 
     fn version(&self) -> &str {
         match self {
-            Self::Http { version } | Self::SlowHttp { version, .. } | Self::Tcp { version } => {
-                version
-            }
+            Self::Http { version }
+            | Self::SlowHttp { version, .. }
+            | Self::CrashingHttp { version, .. }
+            | Self::Tcp { version } => version,
             Self::NeverHealthy | Self::ExitsAtStart => "none",
         }
     }

@@ -283,6 +283,9 @@ pub struct RawHealth {
     #[serde(default, with = "humantime_serde")]
     pub deadline: Option<Duration>,
     pub healthy_threshold: Option<u32>,
+    /// How long a promoted build is watched before the old generation is stopped.
+    #[serde(default, with = "humantime_serde")]
+    pub watch: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -639,6 +639,7 @@ fn health(h: &super::raw::RawHealth, strategy: &Strategy) -> Result<HealthCheck,
         h.deadline.unwrap_or(base.deadline()),
         h.healthy_threshold.unwrap_or(base.healthy_threshold()),
     )
+    .map(|check| check.with_watch(h.watch.unwrap_or(base.watch())))
     .map_err(|e| (e.field.to_string(), e.problem))
 }
 

@@ -33,6 +33,8 @@ path = "/health"
 interval = "100ms"
 timeout = "1s"
 deadline = "{deadline}ms"
+# Short, so the scenarios stay quick, but every rollout goes through the watch.
+watch = "500ms"
 "#,
         labels = labels.join(", "),
         port = deployer_testkit::images::HTTP_PORT,

@@ -22,12 +22,21 @@ pub(crate) enum Action {
     Promote(InstanceId),
     Retire(InstanceId),
     Remove(InstanceId),
-    Halt { target: Arc<Target>, reason: String },
+    Halt {
+        target: Arc<Target>,
+        reason: String,
+    },
+    /// Keep probing these (newly serving) instances for the service's watch period while the
+    /// old generation stands by; a failure rolls back.
+    Watch(Vec<InstanceId>),
 }
 
 /// Steps that leave exactly the containers of `to` serving, in slots `0..replicas`, and no
 /// others; `to == None` removes everything. `flip` is journaled once every slot of `to` serves
-/// and before anything irreversible is done to the rest.
+/// and before anything irreversible is done to the rest. With `watch` (a rollout of a handover
+/// service with a watch period), the new generation is watched once it serves, before the
+/// flip, and the old one is only torn down after: until then it stands by, running and out of
+/// traffic, so a failure moves traffic straight back.
 ///
 /// Ordering per strategy:
 /// - handover, per batch of `surge` slots: start, probe, promote the new containers, then retire
@@ -40,6 +49,7 @@ pub(crate) fn converge(
     to: Option<&GenerationRef>,
     spec: &ServiceSpec,
     flip: JournalEntry,
+    watch: bool,
 ) -> VecDeque<Action> {
     let mut plan = VecDeque::new();
     let keep =
@@ -53,6 +63,7 @@ pub(crate) fn converge(
     };
     let recreate = matches!(spec.strategy(), Strategy::Recreate | Strategy::Stop);
     let mut stopped_early = Vec::new();
+    let watched = watch && !recreate && !spec.health().watch().is_zero();
     if let Some(to) = to {
         let slots: Vec<u32> = (0..spec.replicas()).collect();
         let batches: Vec<&[u32]> = slots.chunks(spec.surge() as usize).collect();
@@ -67,12 +78,24 @@ pub(crate) fn converge(
             }
             bring_up(&mut plan, model, to, batch);
             if n + 1 == batches.len() {
+                if watched {
+                    let ids = slots.iter().map(|&slot| InstanceId {
+                        generation: to.id,
+                        slot,
+                    });
+                    plan.push_back(Action::Watch(ids.collect()));
+                }
                 plan.push_back(Action::Journal(flip.clone()));
             }
-            if !recreate {
+            if !recreate && !watched {
                 for (id, status) in others_in(batch) {
                     tear_down(&mut plan, id, status);
                 }
+            }
+        }
+        if watched {
+            for (id, status) in others_in(&slots) {
+                tear_down(&mut plan, id, status);
             }
         }
     } else {

@@ -32,6 +32,18 @@ pub struct HealthCheck {
     timeout: Duration,
     deadline: Duration,
     healthy_threshold: u32,
+    /// After traffic moved to a new build, how long it must stay up and healthy while the old
+    /// generation stands by (running, out of traffic) before the old one is stopped. Zero
+    /// retires the old generation at once.
+    #[serde(default = "default_watch")]
+    watch: Duration,
+}
+
+/// How long a promoted build is watched by default.
+pub const DEFAULT_WATCH: Duration = Duration::from_secs(5);
+
+fn default_watch() -> Duration {
+    DEFAULT_WATCH
 }
 
 impl HealthCheck {
@@ -94,6 +106,7 @@ impl HealthCheck {
             timeout,
             deadline,
             healthy_threshold,
+            watch: DEFAULT_WATCH,
         })
     }
 
@@ -129,6 +142,17 @@ impl HealthCheck {
     pub fn healthy_threshold(&self) -> u32 {
         self.healthy_threshold
     }
+
+    /// The same check with a watch period of `watch` after promotion (zero: none).
+    pub fn with_watch(mut self, watch: Duration) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    /// How long a promoted build is watched before the old generation is stopped.
+    pub fn watch(&self) -> Duration {
+        self.watch
+    }
 }
 
 impl Default for HealthCheck {
@@ -139,6 +163,7 @@ impl Default for HealthCheck {
             timeout: Duration::from_secs(2),
             deadline: Duration::from_secs(60),
             healthy_threshold: 1,
+            watch: DEFAULT_WATCH,
         }
     }
 }

@@ -8,7 +8,7 @@ mod strategy;
 mod template;
 
 pub use error::SpecError;
-pub use health::{HealthCheck, Probe};
+pub use health::{DEFAULT_WATCH, HealthCheck, Probe};
 pub use name::ServiceName;
 pub use spec::{ServiceSpec, ServiceSpecBuilder, Timeouts};
 pub use strategy::{Handover, ProxyProtocol, Strategy};

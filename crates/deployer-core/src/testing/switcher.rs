@@ -52,6 +52,9 @@ pub struct World {
     pub exits: HashSet<Digest>,
     /// Builds that need this many probes before they are healthy (a slow boot).
     pub slow: HashMap<Digest, u32>,
+    /// Builds whose containers crash once they answered this many probes (healthy at first,
+    /// then dead: the crash a watched promotion catches).
+    pub crashes_after: HashMap<Digest, u32>,
     /// Services whose containers cannot be started (a broken template, an image that cannot
     /// run for them), with what that failure means.
     pub broken: HashMap<ServiceName, FailureKind>,
@@ -164,7 +167,7 @@ impl World {
     /// Probes the instance once.
     pub fn probe(&mut self, service: &ServiceName, id: InstanceId) -> Result<Health, String> {
         self.record(service, "probe", Some(id))?;
-        let (unhealthy, slow) = (&self.unhealthy, &self.slow);
+        let (unhealthy, slow, crashes_after) = (&self.unhealthy, &self.slow, &self.crashes_after);
         let Some(i) = self.instances.get_mut(&(service.clone(), id)) else {
             return Ok(Health::Exited("no such container".into()));
         };
@@ -173,6 +176,14 @@ impl World {
         }
         i.probes += 1;
         let digest = i.digest.as_ref();
+        if digest
+            .and_then(|d| crashes_after.get(d))
+            .is_some_and(|after| i.probes > *after)
+        {
+            i.running = false;
+            i.serving = false;
+            return Ok(Health::Exited("exit code 139 (crashed)".into()));
+        }
         if digest.is_some_and(|d| unhealthy.contains(d)) {
             return Ok(Health::Unhealthy("connection refused".into()));
         }

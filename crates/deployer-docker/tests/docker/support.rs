@@ -310,7 +310,9 @@ pub fn handover_service(
         Duration::from_secs(1),
         deadline,
         1,
-    )?;
+    )?
+    // Most tests deploy many times: no watch unless a test asks for one.
+    .with_watch(Duration::ZERO);
     Ok(
         deployer_core::ServiceSpec::builder(&sweep.name(name), image.clone())
             .strategy(Strategy::Handover(handover))

@@ -15,6 +15,7 @@ impl Machine {
             kind,
             actions,
             probe: None,
+            watching: None,
             abort: None,
         }));
         self.advance(now, fx);
@@ -49,6 +50,21 @@ impl Machine {
                 Op::Probe(*id)
             }
             Some(Action::Promote(id)) => Op::Promote(*id),
+            Some(Action::Watch(ids)) => {
+                let Some(&first) = ids.first() else {
+                    plan.actions.pop_front();
+                    return self.advance(now, fx);
+                };
+                plan.watching = Some(WatchState {
+                    ids: ids.clone(),
+                    until: now + self.spec.health().watch(),
+                    since: now,
+                    next: 0,
+                    failures: 0,
+                    waiting: false,
+                });
+                Op::Probe(first)
+            }
             Some(Action::Retire(id)) => Op::Retire(*id),
             Some(Action::Remove(id)) => Op::Remove(*id),
             Some(Action::Halt { target, reason }) => Op::Halt {
@@ -135,6 +151,51 @@ impl Machine {
                         } else {
                             let at = (now + self.spec.health().interval()).min(probe.deadline);
                             probe.waiting = true;
+                            self.phase = Phase::Executing(plan);
+                            return self.wake_at(at, fx);
+                        }
+                    }
+                }
+            }
+            (Action::Watch(_), OpResult::Probed(health)) => {
+                let Some(watch) = plan.watching.as_mut() else {
+                    self.phase = Phase::Executing(plan);
+                    return;
+                };
+                let id = watch.ids[watch.next];
+                let after = now.saturating_duration_since(watch.since);
+                let verdict = match health {
+                    Ok(Health::Healthy) => None,
+                    Ok(Health::Exited(e)) => Some((true, e)),
+                    Ok(Health::Unhealthy(e)) => Some((false, e)),
+                    Err(e) => Some((false, e.message)),
+                };
+                match verdict {
+                    None if now >= watch.until => {
+                        plan.watching = None;
+                        None
+                    }
+                    None => {
+                        watch.failures = 0;
+                        watch.next = (watch.next + 1) % watch.ids.len();
+                        let at = (now + self.spec.health().interval()).min(watch.until);
+                        watch.waiting = true;
+                        self.phase = Phase::Executing(plan);
+                        return self.wake_at(at, fx);
+                    }
+                    Some((exited, e)) => {
+                        watch.failures += 1;
+                        if exited || watch.failures >= WATCH_FAILURES {
+                            plan.watching = None;
+                            let how = if exited { "exited" } else { "became unhealthy" };
+                            Some(StepError::build(format!(
+                                "{id} {how} {after:?} after taking traffic: {e}"
+                            )))
+                        } else {
+                            // Retried at the interval, even past the period's end: the watch
+                            // ends on a healthy answer.
+                            let at = now + self.spec.health().interval();
+                            watch.waiting = true;
                             self.phase = Phase::Executing(plan);
                             return self.wake_at(at, fx);
                         }

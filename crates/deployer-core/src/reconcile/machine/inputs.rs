@@ -60,6 +60,10 @@ impl Machine {
                     probe.waiting = false;
                     let id = probe.id;
                     self.run_op(Op::Probe(id), fx);
+                } else if let Some(watch) = plan.watching.as_mut().filter(|w| w.waiting) {
+                    watch.waiting = false;
+                    let id = watch.ids[watch.next];
+                    self.run_op(Op::Probe(id), fx);
                 }
             }
             Phase::Backoff { next, .. } => {

@@ -82,6 +82,8 @@ pub struct Plan {
     kind: PlanKind,
     actions: VecDeque<Action>,
     probe: Option<ProbeState>,
+    /// The watch of a newly serving generation, while its [`Action::Watch`] step runs.
+    watching: Option<WatchState>,
     /// An abort asked for while a step that must not be dropped was running.
     abort: Option<Abort>,
 }
@@ -146,6 +148,26 @@ struct ProbeState {
     successes: u32,
     waiting: bool,
 }
+
+/// Watching a promoted generation: its instances are probed in turn, every health interval,
+/// until `until`; it must end on a healthy answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WatchState {
+    ids: Vec<InstanceId>,
+    /// When the watch period ends.
+    until: Instant,
+    /// When it began, for the report of a failure.
+    since: Instant,
+    /// The instance probed now or next.
+    next: usize,
+    /// Unhealthy answers in a row; a few are tolerated (a slow request, a GC pause).
+    failures: u32,
+    /// Waiting for the interval before the next probe.
+    waiting: bool,
+}
+
+/// Unhealthy answers in a row that fail a watched generation (an exit fails it at once).
+const WATCH_FAILURES: u32 = 3;
 
 /// Bookkeeping of one deploy, for its report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,6 +317,7 @@ impl Machine {
                     Some(Action::Start(_)) => ServiceState::Starting,
                     Some(Action::Probe(_)) => ServiceState::Probing,
                     Some(Action::Promote(_)) => ServiceState::Promoting,
+                    Some(Action::Watch(_)) => ServiceState::Watching,
                     Some(Action::Halt { .. }) => ServiceState::RollingBack,
                     _ => ServiceState::Draining,
                 },

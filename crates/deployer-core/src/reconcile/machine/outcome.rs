@@ -232,6 +232,7 @@ impl Machine {
                 rollout: None,
                 target: None,
             },
+            false,
         )
     }
 }

@@ -127,7 +127,7 @@ impl Machine {
         );
         actions.extend(match self.spec.strategy() {
             Strategy::Stop => plan::stop_outdated(&self.model, &target.digest, done),
-            _ => plan::converge(&self.model, Some(&candidate), &self.spec, done),
+            _ => plan::converge(&self.model, Some(&candidate), &self.spec, done, true),
         });
         // The deploy is over once the old generation is gone: forget it, then report it.
         actions.push_back(Action::Journal(flip(Some(candidate.clone()), next, None)));
