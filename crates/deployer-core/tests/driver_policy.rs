@@ -204,18 +204,19 @@ async fn a_build_that_crashes_after_taking_traffic_is_rolled_back_within_the_wat
         promoted.elapsed()
     );
     // Traffic went straight back to v1, which never stopped, and the build is halted.
-    let world = env.switcher.world();
-    assert_eq!(world.serving(&name("web")).len(), 1);
-    let serving = world.serving(&name("web"))[0];
-    assert_eq!(serving.generation.0, 1, "v1 serves again");
-    assert!(
-        !world
-            .calls
-            .iter()
-            .any(|c| c.op == "retire" && c.instance == Some(serving)),
-        "v1 was never stopped"
-    );
-    drop(world);
+    {
+        let world = env.switcher.world();
+        assert_eq!(world.serving(&name("web")).len(), 1);
+        let serving = world.serving(&name("web"))[0];
+        assert_eq!(serving.generation.0, 1, "v1 serves again");
+        assert!(
+            !world
+                .calls
+                .iter()
+                .any(|c| c.op == "retire" && c.instance == Some(serving)),
+            "v1 was never stopped"
+        );
+    }
     let target = env
         .coordinator
         .target(&IMAGE.parse().unwrap())
