@@ -193,6 +193,12 @@ async fn by_notification_with_a_replay_and_a_crash(rig: &Rig) -> anyhow::Result<
         "v1 again: the registry moved the tag back",
     )
     .await?;
+    // Serving first, live once its watch is over.
+    eventually(Duration::from_secs(30), "v1 live and idle", || async {
+        let status = cli.service().await?;
+        Ok((status["live"] == v1.as_str() && status["state"] == "idle").then_some(()))
+    })
+    .await?;
 
     // A captured envelope of the v2 push, replayed later (its own id, dated at that push):
     // refused, visibly.
