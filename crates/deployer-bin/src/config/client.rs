@@ -32,15 +32,7 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Reads `[admin]` from the config file at `path`.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigErrors> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: file.clone(),
-                position: None,
-                key: String::new(),
-                problem: format!("cannot read the config file: {e}"),
-            }])
-        })?;
+        let (file, text) = super::read(path)?;
         Self::parse(&file, &text)
     }
 
@@ -100,7 +92,6 @@ impl ClientConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
     use crate::config::{MapEnv, Overrides};
@@ -124,11 +115,7 @@ image = "127.0.0.1:5000/demo/app:latest"
 "#;
 
     fn env(vars: &[(&str, &str)]) -> MapEnv {
-        MapEnv(
-            vars.iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<HashMap<_, _>>(),
-        )
+        MapEnv::of(vars)
     }
 
     #[test]

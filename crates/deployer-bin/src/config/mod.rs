@@ -35,6 +35,12 @@ pub fn load(
     overrides: &Overrides,
     env: &dyn EnvSource,
 ) -> Result<Settings, ConfigErrors> {
+    let (file, text) = read(path)?;
+    parse(&file, &text, overrides, env)
+}
+
+/// The config file's name (for errors) and text; an unreadable file is a config error.
+pub(crate) fn read(path: &Path) -> Result<(String, String), ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -44,7 +50,7 @@ pub fn load(
             problem: format!("cannot read the config file: {e}"),
         }])
     })?;
-    parse(&file, &text, overrides, env)
+    Ok((file, text))
 }
 
 /// Parses, overrides and validates config text; `file` names it in errors.

@@ -93,6 +93,18 @@ impl EnvSource for ProcessEnv {
 pub struct MapEnv(pub HashMap<String, String>);
 
 #[cfg(test)]
+impl MapEnv {
+    /// The variables `vars`, as `(name, value)` pairs.
+    pub fn of(vars: &[(&str, &str)]) -> Self {
+        Self(
+            vars.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
 impl EnvSource for MapEnv {
     fn var(&self, name: &str) -> Option<String> {
         self.0.get(name).cloned()

@@ -1,6 +1,5 @@
 //! Config parsing and validation: every rejection names file, line, column and key.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use deployer_core::service::{Probe, Strategy};
@@ -9,11 +8,7 @@ use super::secret::Secret;
 use super::*;
 
 fn env(vars: &[(&str, &str)]) -> MapEnv {
-    MapEnv(
-        vars.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<HashMap<_, _>>(),
-    )
+    MapEnv::of(vars)
 }
 
 fn check(text: &str) -> Result<Settings, ConfigErrors> {

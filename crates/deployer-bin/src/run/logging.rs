@@ -44,18 +44,13 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::{Arc, Mutex, PoisonError};
 
     use super::*;
     use crate::config::MapEnv;
 
     fn env(vars: &[(&str, &str)]) -> MapEnv {
-        MapEnv(
-            vars.iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<HashMap<_, _>>(),
-        )
+        MapEnv::of(vars)
     }
 
     #[test]
