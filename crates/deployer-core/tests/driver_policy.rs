@@ -254,3 +254,40 @@ async fn a_watched_build_that_stays_healthy_retires_the_old_one_after_the_watch(
     assert_eq!(env.switcher.world().all(&name("web")).len(), 1);
     running.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_tag_the_registry_does_not_have_shows_in_status_and_is_reported_once() {
+    let env = Env::new();
+    let running = env.start(vec![handover("web", IMAGE)], 4);
+    let sink = running.handle.sink();
+    // No digest: the tag is resolved, and the registry has no such tag.
+    for _ in 0..3 {
+        let event = ImageEvent::new(IMAGE.parse().unwrap(), Source::new("dockerhub"));
+        assert_eq!(sink.submit(event), Ok(Submission::Queued));
+    }
+    let failed = env
+        .report("the resolve failure", is("web", Outcome::Failed))
+        .await;
+    assert!(
+        failed.reason.as_deref().unwrap().contains("not found"),
+        "{failed:?}"
+    );
+    until("all three events ingested", || {
+        running.handle.sink().stats().failed == 3
+    })
+    .await;
+    assert_eq!(
+        env.count(Outcome::Failed),
+        1,
+        "the same problem is reported once"
+    );
+    let message = running
+        .handle
+        .service("web")
+        .unwrap()
+        .status
+        .message
+        .unwrap();
+    assert!(message.contains("resolving the digest failed"), "{message}");
+    running.stop().await;
+}
