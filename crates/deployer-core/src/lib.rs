@@ -9,7 +9,8 @@
 //! - [`ports`]: `ImageSource`, `Trigger`, `Coordinator`, `Switcher`, `Notifier` (and `Journal`).
 //! - [`reconcile`]: the per-service state machine `step(state, now, input) -> (state, effects)`.
 //! - [`driver`]: runs the state machines through the ports, turns events into targets.
-//! - [`memory`]: the in-memory coordinator and journal, the embedded single-host default.
+//! - [`memory`]: the single-host coordinator (in memory, or durable with a
+//!   [`memory::LocalStore`]) and an in-memory journal.
 //!
 //! Entry point for embedders: build a [`driver::Driver`] from the ports and call
 //! [`driver::Driver::run`] with a shutdown future.

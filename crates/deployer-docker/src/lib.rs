@@ -10,6 +10,8 @@
 //! - [`discover_adopted`]: services made of existing containers labelled `deployer.enable=true`.
 //! - [`ImagePruner`]: opt-in cleanup of old images after successful deploys.
 //! - [`RedbJournal`]: the core's `Journal`, durable in one redb file.
+//! - [`RedbStore`]: the single-host coordinator's store (targets, halts, statuses, history) in
+//!   the same file, for `MemoryCoordinator::with_store`.
 //!
 //! Entry point for the binary: [`connect::connect`], then the adapters.
 //!
@@ -21,7 +23,9 @@
 //! let docker = connect(None, &ProcessEnv).await?;
 //! let images = DockerImageSource::new(docker.clone(), Credentials::from_env(&ProcessEnv));
 //! let journal = RedbJournal::open("/var/lib/deployer/journal.redb")?;
-//! # let _ = (images, journal);
+//! let coordinator = deployer_core::memory::MemoryCoordinator::new("host-a")
+//!     .with_store(std::sync::Arc::new(journal.store()))?;
+//! # let _ = (images, journal, coordinator);
 //! # Ok(())
 //! # }
 //! ```
