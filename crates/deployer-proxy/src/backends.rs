@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::drain::Drain;
+use crate::failure_log::FailureLog;
 use crate::stats::{BackendState, BackendStats, Counters, Totals, load};
 use crate::upstream::{HttpUpstream, UpstreamSettings};
 
@@ -42,9 +43,17 @@ pub(crate) struct Tracker {
     /// checking it on the hot path is one atomic load.
     cut_requested: AtomicBool,
     cut_signal: Notify,
+    /// Failed requests to this backend, logged as a rate.
+    failures: FailureLog,
 }
 
 impl Tracker {
+    /// Notes a failed request: `Some(held_back)` when it is to be logged (see
+    /// [`FailureLog::note`]).
+    pub(crate) fn log_failure(&self) -> Option<u64> {
+        self.failures.note(tokio::time::Instant::now())
+    }
+
     fn new(addr: SocketAddr, totals: Arc<Totals>) -> Self {
         Self {
             addr,
@@ -53,6 +62,7 @@ impl Tracker {
             removed: AtomicBool::new(false),
             idle: Notify::new(),
             cut_requested: AtomicBool::new(false),
+            failures: FailureLog::default(),
             cut_signal: Notify::new(),
         }
     }

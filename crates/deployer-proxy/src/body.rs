@@ -117,7 +117,9 @@ impl UpstreamBody {
             }
             Poll::Ready(Some(Err(error))) => {
                 guard.record_error();
-                tracing::warn!(backend = %guard.tracker().addr(), %error, "backend response body failed");
+                if let Some(held_back) = guard.tracker().log_failure() {
+                    tracing::warn!(backend = %guard.tracker().addr(), %error, held_back, "backend response body failed");
+                }
                 self.guard = None;
                 self.lease = None;
                 Poll::Ready(Some(Err(BodyError::Upstream(error))))

@@ -135,12 +135,16 @@ async fn forward(
         Ok(Err(error)) => {
             guard.record_error();
             let (status, message) = error.response();
-            tracing::warn!(backend = %backend.addr(), %status, %error, "backend request failed");
+            if let Some(held_back) = guard.tracker().log_failure() {
+                tracing::warn!(backend = %backend.addr(), %status, %error, held_back, "backend request failed");
+            }
             return Ok(text_response(status, message));
         }
         Err(_elapsed) => {
             guard.record_error();
-            tracing::warn!(backend = %backend.addr(), timeout = ?shared.http.response_timeout, "backend sent no response headers in time");
+            if let Some(held_back) = guard.tracker().log_failure() {
+                tracing::warn!(backend = %backend.addr(), timeout = ?shared.http.response_timeout, held_back, "backend sent no response headers in time");
+            }
             return Ok(text_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 "backend did not answer in time\n",

@@ -43,6 +43,7 @@ mod body;
 mod config;
 mod drain;
 mod error;
+mod failure_log;
 mod headers;
 mod http;
 mod server;

@@ -29,12 +29,16 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, mut client: TcpStream,
             Ok(Ok(upstream)) => upstream,
             Ok(Err(error)) => {
                 guard.record_error();
-                tracing::warn!(backend = %addr, %peer, %error, "connecting to backend failed");
+                if let Some(held_back) = guard.tracker().log_failure() {
+                    tracing::warn!(backend = %addr, %peer, %error, held_back, "connecting to backend failed");
+                }
                 return;
             }
             Err(_elapsed) => {
                 guard.record_error();
-                tracing::warn!(backend = %addr, %peer, timeout = ?shared.connect_timeout, "connecting to backend timed out");
+                if let Some(held_back) = guard.tracker().log_failure() {
+                    tracing::warn!(backend = %addr, %peer, timeout = ?shared.connect_timeout, held_back, "connecting to backend timed out");
+                }
                 return;
             }
         };
