@@ -463,6 +463,48 @@ async fn reports_and_statuses_written_while_the_coordinator_is_down_arrive_once_
         .expect("driver task");
 }
 
+#[tokio::test(start_paused = true)]
+async fn after_a_long_outage_the_newest_status_is_written_within_seconds() {
+    let env = Env::new();
+    let flaky = Arc::new(FakeCoordinator::new("node-a"));
+    let mut ports = env.ports();
+    ports.coordinator = flaky.clone();
+    // No periodic resync: only the publisher's own retries may write the status.
+    let mut config = DriverConfig::new("node-a");
+    config.resync = None;
+    let driver = Driver::new(config, ports, vec![handover("web", "demo/app:latest")]).unwrap();
+    let (fire, stop) = Shutdown::new();
+    let task = tokio::spawn(driver.run(wait(stop)));
+    let request = PublishRequest::new(
+        "demo/app:latest".parse().unwrap(),
+        digest(1),
+        Source::new("test"),
+    );
+    // Status writes fail while the host deploys, and for a minute after (etcd away).
+    flaky.fail_next("report_status", u32::MAX);
+    flaky.publish(request).await.unwrap();
+    env.report("the deploy", is("web", Outcome::Succeeded))
+        .await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    flaky.fail_next("report_status", 0);
+    let back = Instant::now();
+    until("the status to be current", || {
+        futures_now(flaky.inner().statuses()).is_some_and(|s| {
+            s.len() == 1 && s[0].state.as_str() == "idle" && s[0].live == Some(digest(1))
+        })
+    })
+    .await;
+    assert!(
+        back.elapsed() <= Duration::from_secs(3),
+        "the status landed {:?} after the store came back",
+        back.elapsed()
+    );
+    fire.fire();
+    within("the driver to shut down", task)
+        .await
+        .expect("driver task");
+}
+
 /// Polls a future once: the memory coordinator answers without waiting.
 fn futures_now<T>(
     future: impl Future<Output = Result<T, deployer_core::ports::CoordinatorError>>,

@@ -132,22 +132,31 @@ pub fn fleet(statuses: &Value) -> String {
                 digest(&s["live"]),
                 digest(&s["target"]),
                 text(&s["endpoint"]),
+                // When the host wrote it: a stale row (a host cut off) shows its age.
+                millis(&s["updated_at"]),
             ]
         })
         .collect();
     table(
-        &["SERVICE", "NODE", "STATE", "LIVE", "TARGET", "ENDPOINT"],
+        &[
+            "SERVICE", "NODE", "STATE", "LIVE", "TARGET", "ENDPOINT", "WRITTEN",
+        ],
         rows,
     )
+}
+
+/// A milliseconds-since-the-epoch field as RFC 3339, or `-`.
+fn millis(value: &Value) -> String {
+    value.as_u64().map_or("-".to_owned(), |ms| {
+        deployer_core::Timestamp::from_millis(ms).to_string()
+    })
 }
 
 /// `deployer history`.
 pub fn history(reports: &Value) -> String {
     let rows = items(reports)
         .map(|r| {
-            let when = r["finished_at"].as_u64().map_or("-".to_owned(), |ms| {
-                deployer_core::Timestamp::from_millis(ms).to_string()
-            });
+            let when = millis(&r["finished_at"]);
             vec![
                 when,
                 text(&r["service"]),
@@ -181,6 +190,20 @@ mod tests {
 
     fn hex(byte: &str) -> String {
         format!("sha256:{}", byte.repeat(32))
+    }
+
+    #[test]
+    fn the_fleet_table_shows_when_each_host_wrote_its_status() {
+        let out = super::fleet(&json!([{
+            "service": "web", "node": "b", "state": "idle", "live": hex("ab"),
+            "target": hex("ab"), "endpoint": null, "updated_at": 1_417_566_161_042u64
+        }]));
+        let mut lines = out.lines();
+        assert!(lines.next().unwrap().ends_with("WRITTEN"), "{out}");
+        assert!(
+            lines.next().unwrap().ends_with("2014-12-03T00:22:41.042Z"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -230,10 +230,12 @@ impl StatusPublisher {
     }
 }
 
-/// Pause before retry `n` of a coordinator write: 1 s doubling to 30 s, so a coordinator that
-/// is down (etcd restarting) gets every record once it is back.
+/// Pause before retry `n` of a coordinator write: 500 ms doubling to 2 s. The writes are small
+/// and the newest status replaces older queued ones, so retrying often costs little, and the
+/// fleet view is current within seconds of a coordinator coming back (a 30 s cap left it stale
+/// for up to that long).
 fn retry_delay(n: u32) -> Duration {
-    Duration::from_secs(1 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+    (Duration::from_millis(500) * (1 << n.saturating_sub(1).min(2))).min(Duration::from_secs(2))
 }
 
 /// Records a report in the history, retrying until it lands or the hub closes (then one
