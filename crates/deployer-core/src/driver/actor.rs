@@ -46,14 +46,23 @@ struct Output {
 
 type OpFuture = Pin<Box<dyn Future<Output = Output> + Send>>;
 
+/// When a service is looked at again at rest (see [`Input::Resync`]).
+pub(crate) struct Rescans {
+    /// Periodically, as a safety net.
+    pub(crate) every: Option<std::time::Duration>,
+    /// When the engine says one of its containers changed.
+    pub(crate) kick: Arc<tokio::sync::Notify>,
+}
+
 /// Runs `spec`'s machine until it stops.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     spec: Arc<ServiceSpec>,
     mut desired: watch::Receiver<Option<Target>>,
     mut shutdown: Shutdown,
-    resync: Option<std::time::Duration>,
+    rescans: Rescans,
 ) {
+    let resync = rescans.every;
     let span = tracing::info_span!("service", service = %spec.name(), image = %spec.image());
     async move {
         let mut actor = Actor {
@@ -94,6 +103,7 @@ pub(crate) async fn run(
                     Input::Tick
                 }
                 () = tick(&mut resync), if resync.is_some() => Input::Resync,
+                () = rescans.kick.notified() => Input::Resync,
                 changed = desired.changed(), if desired_open => {
                     if changed.is_err() {
                         desired_open = false;

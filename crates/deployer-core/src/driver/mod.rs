@@ -33,7 +33,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use handle::{ControlError, DriverHandle, ServiceView};
@@ -237,18 +237,26 @@ impl Driver {
 
         let mut actors = JoinSet::new();
         let mut routes: Vec<(Arc<ServiceSpec>, watch::Sender<Option<Target>>)> = Vec::new();
+        let mut kicks = BTreeMap::new();
         for spec in self.specs.values() {
             let (tx, rx) = watch::channel(None);
-            let resync = self
-                .config
-                .resync
-                .filter(|_| spec.strategy().handover().is_some());
+            // Only handover services are looked at again (periodically, and when the engine
+            // says a container changed): their proxy must follow what runs.
+            let handover = spec.strategy().handover().is_some();
+            let resync = self.config.resync.filter(|_| handover);
+            let kick = Arc::new(Notify::new());
+            if handover {
+                kicks.insert(spec.name().clone(), kick.clone());
+            }
             actors.spawn(actor::run(
                 shared.clone(),
                 spec.clone(),
                 rx,
                 stop.clone(),
-                resync,
+                actor::Rescans {
+                    every: resync,
+                    kick,
+                },
             ));
             routes.push((spec.clone(), tx));
         }
@@ -275,6 +283,9 @@ impl Driver {
                     );
                 }
             });
+        }
+        if let Some(events) = self.ports.switcher.subscribe() {
+            front.spawn(route_engine_events(events, kicks, stop.clone()));
         }
         front.spawn(route_targets(
             self.ports.coordinator.clone(),
@@ -312,6 +323,27 @@ impl Driver {
                 dropped = reports.dropped(),
                 "notification queues overflowed"
             );
+        }
+    }
+}
+
+/// Turns the engine's container events into an immediate look at the service concerned.
+async fn route_engine_events(
+    mut events: tokio::sync::mpsc::Receiver<crate::ports::EngineEvent>,
+    kicks: BTreeMap<ServiceName, Arc<Notify>>,
+    mut stop: Shutdown,
+) {
+    loop {
+        let event = tokio::select! {
+            () = stop.wait() => return,
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        if let Some(kick) = kicks.get(&event.service) {
+            tracing::debug!(service = %event.service, action = %event.action, "engine event");
+            kick.notify_one();
         }
     }
 }

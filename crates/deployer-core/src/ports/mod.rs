@@ -18,7 +18,7 @@ pub use coordinator::{
 pub use image_source::{FetchProgress, Fetched, ImageError, ImageSource, NoProgress, PullProgress};
 pub use journal::{Journal, JournalError};
 pub use notifier::{Notifier, NotifyError};
-pub use switcher::{Promoted, Removed, Retired, Started, SwitchError, Switcher};
+pub use switcher::{EngineEvent, Promoted, Removed, Retired, Started, SwitchError, Switcher};
 pub use trigger::{ImageEvent, Trigger, TriggerError};
 
 /// A boxed error from an adapter, kept as the `source` of a port error.

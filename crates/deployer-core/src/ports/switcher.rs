@@ -50,6 +50,19 @@ impl SwitchError {
     }
 }
 
+/// A change the engine saw to one of a service's containers (it died, was killed, paused,
+/// unpaused, restarted, removed, or its health changed), as [`Switcher::subscribe`] delivers
+/// it. A hint: the driver looks again at the service, as its periodic scan would, at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEvent {
+    /// The service the container belongs to.
+    pub service: crate::service::ServiceName,
+    /// The container, when its labels name one.
+    pub instance: Option<InstanceId>,
+    /// The engine's word for what happened (`die`, `pause`, `destroy`, ...).
+    pub action: String,
+}
+
 /// The result of [`Switcher::start`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,6 +135,15 @@ pub enum Removed {
 /// - Errors name the step, service and instance.
 #[async_trait]
 pub trait Switcher: Send + Sync {
+    /// The engine's changes to the containers this switcher runs, as they happen, so that a
+    /// dead or paused container is repaired at once rather than at the next periodic scan.
+    /// Called once, by the driver, when it starts; `None` (the default) means the switcher has
+    /// no such stream and the scan is the only repair. A switcher may also act on an event
+    /// itself before sending it (take a dead backend out of its proxy at once).
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<EngineEvent>> {
+        None
+    }
+
     /// Lists the service's containers.
     async fn observe(&self, service: &ServiceSpec) -> Result<Observed, SwitchError>;
 

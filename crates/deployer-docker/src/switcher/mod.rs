@@ -10,6 +10,7 @@
 //! one, containers carrying any `deployer.node` label are someone else's.
 
 mod container_config;
+mod events;
 mod handover;
 pub mod labels;
 mod probe;
@@ -18,7 +19,7 @@ mod stop;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -97,12 +98,12 @@ pub struct DockerSwitcher {
     docker: Docker,
     config: SwitcherConfig,
     /// One proxy per handover service, bound up front by [`Self::bind_proxies`].
-    proxies: RwLock<BTreeMap<ServiceName, Proxy>>,
+    proxies: Arc<RwLock<BTreeMap<ServiceName, Proxy>>>,
     /// Serialises lazy binding, so two steps never bind one listen address twice.
     bind_lock: tokio::sync::Mutex<()>,
     /// The backend address each promoted instance was added to its proxy with (a restarted
     /// container gets a new ephemeral port, so the address cannot be re-read later).
-    backends: Mutex<HashMap<(ServiceName, InstanceId), SocketAddr>>,
+    backends: Arc<Mutex<HashMap<(ServiceName, InstanceId), SocketAddr>>>,
     /// Instances whose traffic a newer instance of their slot took over at its promote: the
     /// drain of what they still served, waited for when they are retired.
     drains: Mutex<HashMap<(ServiceName, InstanceId), deployer_proxy::Drain>>,
@@ -151,9 +152,9 @@ impl DockerSwitcher {
         Self {
             docker,
             config,
-            proxies: RwLock::default(),
+            proxies: Arc::default(),
             bind_lock: tokio::sync::Mutex::new(()),
-            backends: Mutex::default(),
+            backends: Arc::default(),
             drains: Mutex::default(),
         }
     }
@@ -692,6 +693,16 @@ pub(crate) fn failed(
 
 #[async_trait]
 impl Switcher for DockerSwitcher {
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<deployer_core::ports::EngineEvent>> {
+        let watcher = events::EventWatcher {
+            docker: self.docker.clone(),
+            scope: self.config.scope.clone(),
+            proxies: self.proxies.clone(),
+            backends: self.backends.clone(),
+        };
+        Some(watcher.spawn())
+    }
+
     async fn observe(&self, service: &ServiceSpec) -> Result<Observed, SwitchError> {
         let found = self
             .list(service)

@@ -208,6 +208,15 @@ impl Harness {
         docker: &Docker,
         specs: Vec<deployer_core::ServiceSpec>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(docker, specs, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], with the driver's config adjusted by `configure`.
+    pub async fn start_with(
+        docker: &Docker,
+        specs: Vec<deployer_core::ServiceSpec>,
+        configure: impl FnOnce(&mut deployer_core::driver::DriverConfig),
+    ) -> anyhow::Result<Self> {
         use deployer_core::driver::{Driver, DriverConfig, Ports};
         let dir = tempfile::tempdir()?;
         let journal_path = dir.path().join("journal.redb");
@@ -228,7 +237,9 @@ impl Harness {
             journal: Arc::new(deployer_docker::RedbJournal::open(&journal_path)?),
             notifiers: vec![notifier.clone()],
         };
-        let driver = Driver::new(DriverConfig::new("test"), ports, specs)?;
+        let mut config = DriverConfig::new("test");
+        configure(&mut config);
+        let driver = Driver::new(config, ports, specs)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(driver.run(async move {
             let _ = stopped.await;

@@ -66,6 +66,13 @@ impl Machine {
                 self.transient_failure(now, Purpose::Recover, reason, fx);
             }
             PlanKind::Recover => {
+                // What runs changed under the repair (a container the engine had not finished
+                // stopping when it was observed, as right after its die event): look again at
+                // once, before backing off.
+                if self.attempts == 0 && !self.stopping {
+                    self.attempts = 1;
+                    return self.observe(None, fx);
+                }
                 self.transient_failure(
                     now,
                     Purpose::Recover,

@@ -1,0 +1,158 @@
+//! The engine's event stream, followed: when one of deployer's containers dies, is paused or
+//! removed, its backend leaves the proxy at once (before any repair), and the driver is told,
+//! so that it looks at the service now instead of at its next periodic scan.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::EventMessage;
+use bollard::query_parameters::EventsOptionsBuilder;
+use deployer_core::ServiceName;
+use deployer_core::ports::EngineEvent;
+use deployer_core::reconcile::InstanceId;
+use deployer_proxy::Proxy;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::labels;
+
+/// Events the engine sends about containers that change whether they can serve.
+const ACTIONS: [&str; 7] = [
+    "die", "oom", "pause", "unpause", "start", "restart", "destroy",
+];
+
+/// Of those, the ones after which a container answers nothing.
+const GONE: [&str; 4] = ["die", "oom", "pause", "destroy"];
+
+/// Events queued for the driver; a burst beyond this is dropped (the periodic scan repairs
+/// what it missed).
+const QUEUE: usize = 256;
+
+/// Pause before subscribing again after the stream broke.
+const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
+/// Follows the engine's events for one switcher.
+pub(crate) struct EventWatcher {
+    pub(crate) docker: Docker,
+    pub(crate) scope: Option<String>,
+    pub(crate) proxies: Arc<RwLock<BTreeMap<ServiceName, Proxy>>>,
+    pub(crate) backends: Arc<Mutex<HashMap<(ServiceName, InstanceId), SocketAddr>>>,
+}
+
+impl EventWatcher {
+    /// Starts following; the task ends when the receiver is dropped.
+    pub(crate) fn spawn(self) -> mpsc::Receiver<EngineEvent> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(self.run(tx));
+        rx
+    }
+
+    async fn run(self, tx: mpsc::Sender<EngineEvent>) {
+        let mut resubscribed = false;
+        loop {
+            if resubscribed {
+                // What happened while the stream was down is unknown: look at everything.
+                for service in self.services() {
+                    let event = EngineEvent {
+                        service,
+                        instance: None,
+                        action: "resubscribed".to_owned(),
+                    };
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let filters = HashMap::from([
+                ("type", vec!["container"]),
+                ("label", vec![labels::SERVICE]),
+                ("event", ACTIONS.to_vec()),
+            ]);
+            let options = EventsOptionsBuilder::new().filters(&filters).build();
+            let mut stream = self.docker.events(Some(options));
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(message) => {
+                        let Some(event) = self.event_of(&message) else {
+                            continue;
+                        };
+                        self.act(&event);
+                        if tx.is_closed() {
+                            return;
+                        }
+                        if tx.try_send(event).is_err() {
+                            tracing::debug!(
+                                "engine event queue full; the periodic scan catches up"
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the engine's event stream broke; subscribing again");
+                        break;
+                    }
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            resubscribed = true;
+            tokio::time::sleep(RESUBSCRIBE).await;
+        }
+    }
+
+    /// The event as the driver takes it, if it is about one of this switcher's containers.
+    fn event_of(&self, message: &EventMessage) -> Option<EngineEvent> {
+        let action = message.action.clone()?;
+        let attributes = message.actor.as_ref()?.attributes.as_ref()?;
+        if !labels::in_scope(attributes, self.scope.as_deref()) {
+            return None;
+        }
+        let service = ServiceName::new(attributes.get(labels::SERVICE)?).ok()?;
+        let instance = match labels::instance_of(attributes) {
+            (Some(generation), Some(slot)) => Some(InstanceId { generation, slot }),
+            _ => None,
+        };
+        Some(EngineEvent {
+            service,
+            instance,
+            action,
+        })
+    }
+
+    /// A container that stopped answering leaves its proxy now; the repair (restart, probe,
+    /// promote) follows from the driver. Its recorded address stays, so the repair knows what
+    /// to replace.
+    fn act(&self, event: &EngineEvent) {
+        if !GONE.contains(&event.action.as_str()) {
+            return;
+        }
+        let Some(id) = event.instance else {
+            return;
+        };
+        let addr = self
+            .backends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(event.service.clone(), id))
+            .copied();
+        let proxies = self.proxies.read().unwrap_or_else(PoisonError::into_inner);
+        if let (Some(addr), Some(proxy)) = (addr, proxies.get(&event.service))
+            && proxy.backends().contains(&addr)
+        {
+            drop(proxy.remove_backend(addr));
+            tracing::warn!(service = %event.service, instance = %id, backend = %addr, action = %event.action, "container stopped answering: its backend left the proxy");
+        }
+    }
+
+    fn services(&self) -> Vec<ServiceName> {
+        self.proxies
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
