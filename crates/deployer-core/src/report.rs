@@ -27,6 +27,8 @@ pub enum Outcome {
     Superseded,
     /// Another host failed this build first, so this host did not start it.
     Skipped,
+    /// A live container that died or left the proxy was brought back (the same build).
+    Repaired,
 }
 
 impl Outcome {
@@ -39,6 +41,7 @@ impl Outcome {
             Self::Failed => "failed",
             Self::Superseded => "superseded",
             Self::Skipped => "skipped",
+            Self::Repaired => "repaired",
         }
     }
 
@@ -122,6 +125,8 @@ pub enum ServiceState {
     Draining,
     /// Putting the previous generation back.
     RollingBack,
+    /// The live build is being repaired: one of its containers died or left the proxy.
+    Degraded,
     /// Waiting to retry after a transient failure.
     Backoff,
     /// The current target's build failed for this service (here or on another host) and is
@@ -149,6 +154,7 @@ impl ServiceState {
             Self::Watching => "watching",
             Self::Draining => "draining",
             Self::RollingBack => "rolling_back",
+            Self::Degraded => "degraded",
             Self::Backoff => "backoff",
             Self::Halted => "halted",
             Self::Failed => "failed",

@@ -291,3 +291,30 @@ async fn a_tag_the_registry_does_not_have_shows_in_status_and_is_reported_once()
     assert!(message.contains("resolving the digest failed"), "{message}");
     running.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_repair_of_a_dead_live_container_is_reported_with_its_cause() {
+    let env = Env::new();
+    let running = env.start(vec![handover("web", IMAGE)], 4);
+    env.publish(IMAGE, 1).await;
+    env.report("v1", is("web", Outcome::Succeeded)).await;
+    {
+        let mut world = env.switcher.world();
+        let live = world
+            .instances
+            .iter_mut()
+            .find(|((s, _), _)| s == &name("web"))
+            .map(|(_, i)| i)
+            .expect("the live container");
+        live.running = false;
+        live.serving = false;
+    }
+    let repaired = env.report("the repair", is("web", Outcome::Repaired)).await;
+    let cause = repaired.reason.unwrap();
+    assert!(cause.contains("had stopped: started again"), "{cause}");
+    assert_eq!(repaired.to, Some(digest(1)), "the same build serves again");
+    assert_eq!(env.switcher.world().serving(&name("web")).len(), 1);
+    // A start that finds everything as it should be reports nothing.
+    assert_eq!(env.count(Outcome::Repaired), 1);
+    running.stop().await;
+}

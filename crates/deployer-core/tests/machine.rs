@@ -470,8 +470,22 @@ fn a_resync_at_rest_is_quiet_when_nothing_drifted_and_repairs_when_something_did
         "observe",
         OpResult::Observed(Ok((observed(&[(1, 0, 1, true)]), None))),
     );
-    assert_eq!(h.machine().state(), ServiceState::Recovering);
+    assert_eq!(
+        h.machine().state(),
+        ServiceState::Degraded,
+        "the live build is being repaired"
+    );
     h.succeed_all();
+    let repaired = h.reports.last().expect("the repair is reported");
+    assert_eq!(repaired.outcome, Outcome::Repaired);
+    assert!(
+        repaired
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("put back"),
+        "{repaired:?}"
+    );
     assert!(
         h.ops.ends_with(&[
             Op::Probe(id(1, 0)),

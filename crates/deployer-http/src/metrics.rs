@@ -5,7 +5,7 @@
 //! | `deployer_webhooks_total` | counter | `source`, `result` ([`WebhookResult`]) |
 //! | `deployer_ingest_events_total` | counter | `result`: queued, ignored, duplicate, rejected, published, unchanged, stale, failed |
 //! | `deployer_targets_published_total` | counter | |
-//! | `deployer_deploys_total` | counter | `service`, `outcome` (started, succeeded, rolled_back, failed, superseded, skipped) |
+//! | `deployer_deploys_total` | counter | `service`, `outcome` (started, succeeded, rolled_back, failed, superseded, skipped, repaired) |
 //! | `deployer_deploy_duration_seconds` | histogram | `outcome` (final outcomes only) |
 //! | `deployer_deploys_in_flight` | gauge | |
 //! | `deployer_ready` | gauge | 1 once every service has recovered |

@@ -122,6 +122,31 @@ pub(crate) fn converge(
     plan
 }
 
+/// What a repair plan mends, for its report: the first container it restarts, puts back into
+/// traffic, or removes.
+pub(crate) fn describe_repair(actions: &VecDeque<Action>) -> String {
+    let first = |want: fn(&Action) -> Option<InstanceId>| actions.iter().find_map(want);
+    if let Some(id) = first(|a| match a {
+        Action::Start(spec) => Some(spec.id),
+        _ => None,
+    }) {
+        return format!("{id} had stopped: started again");
+    }
+    if let Some(id) = first(|a| match a {
+        Action::Promote(id) => Some(*id),
+        _ => None,
+    }) {
+        return format!("{id} was out of traffic: probed and put back");
+    }
+    if let Some(id) = first(|a| match a {
+        Action::Remove(id) => Some(*id),
+        _ => None,
+    }) {
+        return format!("{id} did not belong: removed");
+    }
+    "what runs differed from the journal: converged".to_owned()
+}
+
 fn bring_up(plan: &mut VecDeque<Action>, model: &Model, to: &GenerationRef, batch: &[u32]) {
     let status = |slot: u32| {
         model

@@ -104,6 +104,16 @@ async fn a_killed_live_container_leaves_the_proxy_at_once_and_is_repaired_on_the
         .await?;
         let repaired = killed.elapsed();
         let (ok, failed, _) = clients.finish().await;
+        let report = bounded(
+            Duration::from_secs(10),
+            "the repair's report",
+            harness
+                .notifier
+                .wait_for(|r| r.outcome == Outcome::Repaired),
+        )
+        .await?;
+        let cause = report.reason.clone().unwrap_or_default();
+        assert!(cause.contains("started again"), "{cause}");
         eprintln!(
             "docker kill of the live container: out of the proxy after {} ms, serving again after {} ms; requests ok {ok}, failed {failed}",
             left.as_millis(),

@@ -115,6 +115,8 @@ impl Notifier for DockerHubCallback {
             Outcome::Succeeded | Outcome::Started => "success",
             Outcome::Failed | Outcome::RolledBack | Outcome::Skipped => "failure",
             Outcome::Superseded => "error",
+            // A repair is not the result the pusher asked about; its deploy was answered.
+            Outcome::Repaired => return Ok(()),
         };
         let short = report.to.as_ref().map_or("", |d| d.short());
         let mut description = format!(

@@ -73,6 +73,7 @@ pub fn slack_message(report: &DeployReport, username: Option<&str>) -> Value {
         Outcome::Failed => (":x:", "failed to deploy"),
         Outcome::Superseded => (":fast_forward:", "skipped superseded"),
         Outcome::Skipped => (":no_entry_sign:", "did not start"),
+        Outcome::Repaired => (":wrench:", "repaired"),
     };
     let service = escape(report.service.as_str());
     let image = escape(&report.image.familiar());

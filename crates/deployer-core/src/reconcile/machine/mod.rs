@@ -221,6 +221,9 @@ pub struct Machine {
     /// A deploy the journal says went live but was not reported before a crash; recovery
     /// reports it when it has finished it.
     unreported: Option<Arc<Target>>,
+    /// A repair under way (a look at rest found a live container dead or out of the proxy):
+    /// its cause, for the report when it is done.
+    repair: Option<String>,
 }
 
 impl Machine {
@@ -249,6 +252,7 @@ impl Machine {
             wake: None,
             last_status: None,
             unreported: None,
+            repair: None,
         };
         let mut fx = Vec::new();
         machine.admit(Purpose::Recover, &mut fx);
@@ -308,6 +312,7 @@ impl Machine {
             Phase::AwaitingSlot(_) => ServiceState::WaitingForSlot,
             Phase::Observing(Some(_)) => ServiceState::Starting,
             Phase::Executing(plan) => match &plan.kind {
+                PlanKind::Recover if self.repair.is_some() => ServiceState::Degraded,
                 PlanKind::Recover => ServiceState::Recovering,
                 PlanKind::Rollback { .. } | PlanKind::Abort { .. } => ServiceState::RollingBack,
                 PlanKind::Rollout { .. } => match plan.actions.front() {

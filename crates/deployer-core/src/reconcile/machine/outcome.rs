@@ -105,6 +105,10 @@ impl Machine {
                     });
                     let live = self.live.clone();
                     self.report(now, Outcome::Succeeded, Some(target), live, None, None, fx);
+                } else if let Some(cause) = self.repair.take() {
+                    let live = self.live.clone();
+                    let target = self.desired.clone();
+                    self.report(now, Outcome::Repaired, target, live, Some(cause), None, fx);
                 }
                 self.rest(fx);
             }

@@ -39,6 +39,7 @@ impl Machine {
         if !self.needs_deploy() {
             return self.rest(fx);
         }
+        self.repair = None;
         if self.run.is_none() {
             self.run = Some(Run {
                 started: now,
@@ -96,6 +97,11 @@ impl Machine {
                     self.phase = saved;
                 }
                 return self.check_desired(fx);
+            }
+            // Found at rest (not at start): the live build is degraded until the plan is done.
+            // (A repair that looks again describes what it does this time.)
+            if self.resync.is_some() || self.repair.is_some() {
+                self.repair = Some(plan::describe_repair(&actions));
             }
             self.resync = None;
             return self.execute(now, PlanKind::Recover, actions, fx);
