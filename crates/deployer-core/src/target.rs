@@ -324,12 +324,8 @@ pub fn decide(current: Option<&Target>, request: &PublishRequest, now: Timestamp
             reason,
         })
     };
-    if !request.force
-        && let Some(key) = &key
-        && current.seen.contains(key)
-    {
-        return stale(format!("event {key} was taken before (a replay)"));
-    }
+    // The build it names is already the target: nothing to refuse or change, whether this is
+    // a redelivery (a registry retrying after a slow answer) or not.
     if current.digest == request.digest {
         if !request.force {
             return Decision::Keep(PublishOutcome::Unchanged {
@@ -346,6 +342,12 @@ pub fn decide(current: Option<&Target>, request: &PublishRequest, now: Timestamp
             None => Vec::new(),
         };
         return write(Some(current), halts);
+    }
+    if !request.force
+        && let Some(key) = &key
+        && current.seen.contains(key)
+    {
+        return stale(format!("event {key} was taken before (a replay)"));
     }
     if !request.force && current.held_from.as_ref() == Some(&request.digest) {
         return stale(format!(
@@ -494,6 +496,15 @@ mod tests {
         let mut rollback = request(1);
         rollback.force = true;
         assert_eq!(apply(Some(&current), &rollback).unwrap().digest, digest(1));
+    }
+
+    #[test]
+    fn a_redelivery_of_the_current_build_is_unchanged_not_refused() {
+        let v1 = apply(None, &push(1, "e1", 10)).unwrap();
+        assert!(matches!(
+            apply(Some(&v1), &push(1, "e1", 10)),
+            Err(b) if matches!(*b, PublishOutcome::Unchanged { .. })
+        ));
     }
 
     #[test]
