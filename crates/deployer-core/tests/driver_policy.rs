@@ -13,6 +13,15 @@ use support::*;
 
 const IMAGE: &str = "demo/app:latest";
 
+/// The coordinator's current target of [`IMAGE`].
+async fn target(env: &Env) -> deployer_core::Target {
+    env.coordinator
+        .target(&IMAGE.parse().unwrap())
+        .await
+        .unwrap()
+        .expect("a target")
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_broken_service_does_not_halt_another_on_the_same_build() {
     let env = Env::new();
@@ -28,12 +37,7 @@ async fn one_broken_service_does_not_halt_another_on_the_same_build() {
         .report("worker's deploy", is("worker", Outcome::Failed))
         .await;
     assert!(failed.reason.unwrap().contains("cannot be started"));
-    let target = env
-        .coordinator
-        .target(&IMAGE.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let target = target(&env).await;
     assert!(
         target.halt_for(&name("worker")).is_some(),
         "worker is halted for the build"
@@ -66,12 +70,7 @@ async fn an_engine_hiccup_during_start_is_retried_and_halts_nothing() {
     env.publish(IMAGE, 1).await;
     env.report("the deploy", is("web", Outcome::Succeeded))
         .await;
-    let target = env
-        .coordinator
-        .target(&IMAGE.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let target = target(&env).await;
     assert!(
         target.halts.is_empty(),
         "the build was never blamed: {:?}",
@@ -100,12 +99,7 @@ async fn a_configuration_the_engine_refuses_fails_at_once_without_a_halt() {
         .filter(|c| c.op == "start")
         .count();
     assert_eq!(starts, 1, "no retries: asking again cannot help");
-    let target = env
-        .coordinator
-        .target(&IMAGE.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let target = target(&env).await;
     assert!(target.halts.is_empty(), "not the build's fault");
     let view = running.handle.service("web").unwrap();
     assert_eq!(view.status.state, ServiceState::Failed);
@@ -217,12 +211,7 @@ async fn a_build_that_crashes_after_taking_traffic_is_rolled_back_within_the_wat
             "v1 was never stopped"
         );
     }
-    let target = env
-        .coordinator
-        .target(&IMAGE.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let target = target(&env).await;
     assert!(target.halt_for(&name("web")).is_some());
     running.stop().await;
 }
