@@ -7,7 +7,8 @@
 //!   `config.json`), or build a directory with a Dockerfile.
 //! - [`DockerSwitcher`]: the core's `Switcher`: handover (behind an in-process proxy),
 //!   recreate (identical config, new image) and stop (leave the restart to a supervisor).
-//! - [`discover_adopted`]: services made of existing containers labelled `deployer.enable=true`.
+//! - [`discover_adopted`]: services made of existing containers labelled `deployer.enable=true`;
+//!   [`follow_adoptions`] adopts and forgets them while the daemon runs.
 //! - [`ImagePruner`]: opt-in cleanup of old images after successful deploys.
 //! - [`RedbJournal`]: the core's `Journal`, durable in one redb file.
 //! - [`RedbStore`]: the single-host coordinator's store (targets, halts, statuses, history) in
@@ -41,7 +42,7 @@ mod prune;
 pub mod store;
 pub mod switcher;
 
-pub use adopt::discover_adopted;
+pub use adopt::{discover_adopted, follow_adoptions};
 pub use connect::{DockerEndpoint, EnvSource, ProcessEnv};
 pub use credentials::{Credentials, RegistryAuth};
 pub use error::DockerError;

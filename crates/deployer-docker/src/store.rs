@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use deployer_core::memory::{LocalStore, Stored};
 use deployer_core::ports::BoxError;
-use deployer_core::{DeployReport, ServiceStatus, Target};
+use deployer_core::{DeployReport, ServiceName, ServiceStatus, Target};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
@@ -104,6 +104,14 @@ impl LocalStore for RedbStore {
             write
                 .open_table(STATUSES)?
                 .insert(key.as_str(), bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn forget_status(&self, node: &str, service: &ServiceName) -> Result<(), BoxError> {
+        let key = format!("{service}\0{node}");
+        self.write(Durability::None, |write| {
+            write.open_table(STATUSES)?.remove(key.as_str())?;
             Ok(())
         })
     }
@@ -239,5 +247,39 @@ mod tests {
             next.target().revision > target.revision,
             "revisions keep increasing"
         );
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_status_stays_forgotten_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.redb");
+        let status = |service: &str| ServiceStatus {
+            service: ServiceName::new(service).unwrap(),
+            node: "a".into(),
+            image: image(),
+            state: deployer_core::ServiceState::Idle,
+            live: Some(digest(1)),
+            generation: None,
+            target: None,
+            endpoint: None,
+            message: None,
+            updated_at: Timestamp::from_millis(0),
+        };
+        {
+            let c = open(&path);
+            c.report_status(&status("web")).await.unwrap();
+            c.report_status(&status("adopted")).await.unwrap();
+            c.forget_status("a", &ServiceName::new("adopted").unwrap())
+                .await
+                .unwrap();
+        }
+        let names: Vec<String> = open(&path)
+            .statuses()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.service.to_string())
+            .collect();
+        assert_eq!(names, ["web"]);
     }
 }

@@ -313,6 +313,15 @@ impl Coordinator for EtcdCoordinator {
         records::report_status(&self.shared, status).await
     }
 
+    async fn forget_status(
+        &self,
+        node: &str,
+        service: &ServiceName,
+    ) -> Result<(), CoordinatorError> {
+        self.shared.check_open()?;
+        records::forget_status(&self.shared, node, service).await
+    }
+
     async fn statuses(&self) -> Result<Vec<ServiceStatus>, CoordinatorError> {
         self.shared.check_open()?;
         records::statuses(&self.shared).await

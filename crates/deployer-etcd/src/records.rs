@@ -91,6 +91,35 @@ pub(crate) async fn report_status(
     }
 }
 
+/// Deletes `status/<service>/<node>` and `endpoints/<service>/<node>` in one transaction, so
+/// the service stops being advertised by this host the moment it stops being shown.
+pub(crate) async fn forget_status(
+    shared: &Shared,
+    node: &str,
+    service: &ServiceName,
+) -> Result<(), CoordinatorError> {
+    let status_key = shared.keys.status(service, node);
+    let endpoint_key = shared.keys.endpoint(service, node);
+    let mut registry = shared.registry.lock().await;
+    registry.endpoints.remove(&endpoint_key);
+    let ops = vec![
+        TxnOp::delete(status_key.as_str(), None),
+        TxnOp::delete(endpoint_key.as_str(), None),
+    ];
+    match shared
+        .store
+        .txn("forget status", Txn::new().and_then(ops))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            registry.stale.insert(endpoint_key);
+            write_failed(&mut registry, &shared.restore);
+            Err(e)
+        }
+    }
+}
+
 /// Every service's status on every host that ever reported one.
 pub(crate) async fn statuses(shared: &Shared) -> Result<Vec<ServiceStatus>, CoordinatorError> {
     let response = shared

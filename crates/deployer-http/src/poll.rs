@@ -26,6 +26,7 @@ use crate::config::{ConfigError, PollConfig};
 pub fn tracked_images(handle: &DriverHandle) -> Vec<ImageRef> {
     handle
         .specs()
+        .into_iter()
         .filter(|spec| spec.build().is_none())
         .map(|spec| spec.image().clone())
         .collect()

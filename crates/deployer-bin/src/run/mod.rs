@@ -87,14 +87,10 @@ pub async fn run(
     }
     let switcher = Arc::new(DockerSwitcher::new(docker.clone(), switcher_config));
 
-    let mut services = settings.services.clone();
+    let services = settings.services.clone();
     let adopted = deployer_docker::discover_adopted(&docker, &services, switcher.scope())
         .await
         .map_err(|e| unavailable("listing containers to adopt", &e))?;
-    for spec in &adopted {
-        tracing::info!(service = %spec.name(), image = %spec.image(), "adopted labelled containers");
-    }
-    services.extend(adopted);
     switcher
         .bind_proxies(&services)
         .await
@@ -167,6 +163,12 @@ pub async fn run(
     let mut driver =
         Driver::new(driver_config, ports, services).map_err(|e| Exit::usage(anyhow!("{e}")))?;
     let handle = driver.handle();
+    for spec in adopted {
+        tracing::info!(service = %spec.name(), image = %spec.image(), "adopted labelled containers");
+        handle
+            .adopt(spec)
+            .map_err(|e| Exit::usage(anyhow!("{e}")))?;
+    }
 
     let webhooks = WebhookTrigger::bind(
         settings.webhooks.listen,
@@ -206,7 +208,17 @@ pub async fn run(
         Duration::from_secs(5),
     ));
 
+    let (stop_adoptions, adoptions_stopped) = deployer_core::shutdown::Shutdown::new();
+    let adoptions = tokio::spawn(deployer_docker::follow_adoptions(
+        docker.clone(),
+        handle.clone(),
+        switcher.scope().map(str::to_owned),
+        adoptions_stopped,
+    ));
+
     driver.run(signals::terminated()).await;
+    stop_adoptions.fire();
+    let _ = adoptions.await;
 
     tracing::info!("deploys finished; stopping the admin API and proxies");
     let _ = stop_admin.send(());

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use tokio::sync::mpsc;
+
+use super::services::Services;
 use super::sink::EventSink;
 use crate::image::ImageRef;
 use crate::ports::{Coordinator, CoordinatorError, ImageError, ImageSource, NoProgress};
@@ -39,6 +42,15 @@ pub enum ControlError {
         /// What was asked for.
         asked: String,
     },
+    /// A service of that name runs already.
+    #[error("a service named {0:?} exists already")]
+    ServiceExists(String),
+    /// Only services adopted from container labels are forgotten; declared ones stay.
+    #[error("service {0:?} is declared in the config, not adopted: it cannot be forgotten")]
+    NotAdopted(String),
+    /// The driver has stopped.
+    #[error("the driver has stopped")]
+    Stopped,
     /// There is no earlier build to roll back to.
     #[error("service {0} has no earlier build to roll back to")]
     NothingToRollBack(String),
@@ -48,6 +60,13 @@ pub enum ControlError {
     /// The coordinator failed.
     #[error(transparent)]
     Coordinator(#[from] CoordinatorError),
+}
+
+/// Changes to the set of services, carried out by the running driver.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Adopt(Arc<ServiceSpec>),
+    Forget(ServiceName),
 }
 
 /// Latest status and report of each service on this host.
@@ -76,6 +95,13 @@ impl Board {
             .unwrap_or_else(PoisonError::into_inner)
             .get(image)
             .cloned()
+    }
+
+    pub(crate) fn forget(&self, name: &ServiceName) {
+        self.services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
     }
 
     pub(crate) fn set_status(&self, status: ServiceStatus) {
@@ -114,8 +140,9 @@ impl Board {
 #[derive(Clone)]
 pub struct DriverHandle {
     pub(crate) node: Arc<str>,
-    pub(crate) specs: Arc<BTreeMap<ServiceName, Arc<ServiceSpec>>>,
+    pub(crate) specs: Services,
     pub(crate) board: Arc<Board>,
+    pub(crate) control: mpsc::UnboundedSender<Control>,
     pub(crate) sink: EventSink,
     pub(crate) images: Arc<dyn ImageSource>,
     pub(crate) coordinator: Arc<dyn Coordinator>,
@@ -125,7 +152,7 @@ impl std::fmt::Debug for DriverHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DriverHandle")
             .field("node", &self.node)
-            .field("services", &self.specs.keys().collect::<Vec<_>>())
+            .field("services", &self.specs.names())
             .finish_non_exhaustive()
     }
 }
@@ -151,22 +178,22 @@ impl DriverHandle {
         &self.images
     }
 
-    /// Every service's spec.
-    pub fn specs(&self) -> impl Iterator<Item = &Arc<ServiceSpec>> {
-        self.specs.values()
+    /// Every service's spec, by name (adopted ones included).
+    pub fn specs(&self) -> Vec<Arc<ServiceSpec>> {
+        self.specs.all()
     }
 
     /// One service's view.
     pub fn service(&self, name: &str) -> Option<ServiceView> {
-        let (name, spec) = self.specs.iter().find(|(n, _)| n.as_str() == name)?;
-        let (mut status, last_report) = self.board.get(name)?;
+        let spec = self.specs.get(name)?;
+        let (mut status, last_report) = self.board.get(spec.name())?;
         // The engine's own problem comes first; a refused or unresolvable build of the tag
         // otherwise says why nothing happened.
         if status.message.is_none() {
             status.message = self.board.note(spec.image());
         }
         Some(ServiceView {
-            spec: spec.clone(),
+            spec,
             status,
             last_report,
         })
@@ -175,7 +202,8 @@ impl DriverHandle {
     /// Every service's view, by name.
     pub fn services(&self) -> Vec<ServiceView> {
         self.specs
-            .keys()
+            .names()
+            .iter()
             .filter_map(|name| self.service(name.as_str()))
             .collect()
     }
@@ -197,12 +225,44 @@ impl DriverHandle {
                 .all(|v| v.status.state != ServiceState::Recovering)
     }
 
-    fn spec(&self, name: &str) -> Result<&Arc<ServiceSpec>, ControlError> {
+    fn spec(&self, name: &str) -> Result<Arc<ServiceSpec>, ControlError> {
         self.specs
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, s)| s)
+            .get(name)
             .ok_or_else(|| ControlError::UnknownService(name.to_owned()))
+    }
+
+    /// Starts running `spec`, a service adopted from container labels while the daemon runs
+    /// (before [`super::Driver::run`] too). It deploys the newest target of its repo:tag and
+    /// can later be [forgotten](Self::forget).
+    pub fn adopt(&self, spec: ServiceSpec) -> Result<(), ControlError> {
+        let name = spec.name().to_string();
+        let spec = Arc::new(spec);
+        if !self.specs.insert(spec.clone(), true) {
+            return Err(ControlError::ServiceExists(name));
+        }
+        self.sink.set_tracked(spec.image(), true);
+        self.control
+            .send(Control::Adopt(spec))
+            .map_err(|_| ControlError::Stopped)
+    }
+
+    /// Stops running an adopted service whose containers are gone: its actor stops, and its
+    /// status leaves this host's view and the coordinator's.
+    pub fn forget(&self, name: &str) -> Result<(), ControlError> {
+        let spec = self.spec(name)?;
+        if !self.specs.is_adopted(spec.name()) {
+            return Err(ControlError::NotAdopted(name.to_owned()));
+        }
+        self.control
+            .send(Control::Forget(spec.name().clone()))
+            .map_err(|_| ControlError::Stopped)
+    }
+
+    /// Whether `name` is a service adopted from labels.
+    pub fn is_adopted(&self, name: &str) -> bool {
+        self.specs
+            .get(name)
+            .is_some_and(|spec| self.specs.is_adopted(spec.name()))
     }
 
     /// Deploys `image` (another tag or a digest of the tracked repository), or re-resolves the

@@ -26,17 +26,21 @@
 mod actor;
 mod handle;
 mod notify;
+mod roster;
+mod services;
 mod sink;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use handle::Control;
 pub use handle::{ControlError, DriverHandle, ServiceView};
+use services::Services;
 pub use sink::{EventSink, IngestCounts, IngestStats, Submission, SubmitError};
 
 use crate::backoff::Backoff;
@@ -142,17 +146,18 @@ pub enum DriverError {
 pub struct Driver {
     config: DriverConfig,
     ports: Ports,
-    specs: Arc<BTreeMap<ServiceName, Arc<ServiceSpec>>>,
+    specs: Services,
     triggers: Vec<Arc<dyn Trigger>>,
     handle: DriverHandle,
     events: tokio::sync::mpsc::Receiver<crate::ports::ImageEvent>,
+    control: tokio::sync::mpsc::UnboundedReceiver<Control>,
 }
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("config", &self.config)
-            .field("services", &self.specs.keys().collect::<Vec<_>>())
+            .field("services", &self.specs.names())
             .finish_non_exhaustive()
     }
 }
@@ -167,20 +172,21 @@ impl Driver {
         if config.max_parallel == 0 {
             return Err(SpecError::invalid("max_parallel", "must be at least 1").into());
         }
-        let mut specs = BTreeMap::new();
+        let specs = Services::default();
         for spec in services {
-            let name = spec.name().clone();
-            if specs.insert(name.clone(), Arc::new(spec)).is_some() {
-                return Err(DriverError::DuplicateService(name.to_string()));
+            let name = spec.name().to_string();
+            if !specs.insert(Arc::new(spec), false) {
+                return Err(DriverError::DuplicateService(name));
             }
         }
-        let tracked: HashSet<_> = specs.values().map(|s| s.image().clone()).collect();
+        let tracked: HashSet<_> = specs.all().iter().map(|s| s.image().clone()).collect();
         let (sink, events) = EventSink::new(tracked, config.event_queue);
-        let specs = Arc::new(specs);
+        let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
         let handle = DriverHandle {
             node: config.node.as_str().into(),
             specs: specs.clone(),
             board: Arc::default(),
+            control: control_tx,
             sink,
             images: ports.images.clone(),
             coordinator: ports.coordinator.clone(),
@@ -192,6 +198,7 @@ impl Driver {
             triggers: Vec::new(),
             handle,
             events,
+            control,
         })
     }
 
@@ -235,30 +242,9 @@ impl Driver {
             statuses: statuses.clone(),
         });
 
-        let mut actors = JoinSet::new();
-        let mut routes: Vec<(Arc<ServiceSpec>, watch::Sender<Option<Target>>)> = Vec::new();
-        let mut kicks = BTreeMap::new();
-        for spec in self.specs.values() {
-            let (tx, rx) = watch::channel(None);
-            // Only handover services are looked at again (periodically, and when the engine
-            // says a container changed): their proxy must follow what runs.
-            let handover = spec.strategy().handover().is_some();
-            let resync = self.config.resync.filter(|_| handover);
-            let kick = Arc::new(Notify::new());
-            if handover {
-                kicks.insert(spec.name().clone(), kick.clone());
-            }
-            actors.spawn(actor::run(
-                shared.clone(),
-                spec.clone(),
-                rx,
-                stop.clone(),
-                actor::Rescans {
-                    every: resync,
-                    kick,
-                },
-            ));
-            routes.push((spec.clone(), tx));
+        let mut roster = roster::Roster::new(shared, self.config.resync);
+        for spec in self.specs.all() {
+            roster.spawn(spec);
         }
 
         let mut front = JoinSet::new();
@@ -268,7 +254,7 @@ impl Driver {
             stats: self.handle.sink.stats_handle(),
             board: self.handle.board.clone(),
             reports: reports.clone(),
-            specs: self.specs.clone(),
+            specs: self.handle.specs.clone(),
             node: self.handle.node.clone(),
         };
         front.spawn(sink::ingest(self.events, ingest, stop.clone()));
@@ -285,27 +271,68 @@ impl Driver {
             });
         }
         if let Some(events) = self.ports.switcher.subscribe() {
-            front.spawn(route_engine_events(events, kicks, stop.clone()));
+            front.spawn(route_engine_events(
+                events,
+                roster.kicks.clone(),
+                stop.clone(),
+            ));
         }
         front.spawn(route_targets(
             self.ports.coordinator.clone(),
-            routes,
+            roster.routes.clone(),
             self.config.coordinator_retry,
             stop.clone(),
         ));
 
-        shutdown.await;
+        let mut control = self.control;
+        let mut forgetting = BTreeSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(change) = control.recv() => match change {
+                    Control::Adopt(spec) if !roster.runs(spec.name()) => {
+                        tracing::info!(service = %spec.name(), image = %spec.image(), "adopted: deploying its newest build from now on");
+                        let image = spec.image().clone();
+                        roster.spawn(spec);
+                        // The route missed every target published before it existed.
+                        let (coordinator, routes) = (self.ports.coordinator.clone(), roster.routes.clone());
+                        front.spawn(async move {
+                            match coordinator.target(&image).await {
+                                Ok(Some(target)) => routes.offer(&target),
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!(image = %image, "cannot read the adopted service's target: {}", error_chain(&e)),
+                            }
+                        });
+                    }
+                    Control::Adopt(_) => {}
+                    Control::Forget(name) => {
+                        forgetting.insert(name.clone());
+                        roster.stop(&name);
+                    }
+                },
+                Some(name) = roster.next_ended(), if !roster.is_empty() => {
+                    if forgetting.remove(&name) {
+                        forget(&self.handle, &name, &statuses);
+                    }
+                }
+            }
+        }
         tracing::info!("shutting down: finishing or undoing deploys under way");
         fire.fire();
+        roster.stop_all();
         let grace = self.config.shutdown_grace;
-        let finished =
-            tokio::time::timeout(grace, async { while actors.join_next().await.is_some() {} })
-                .await;
+        let finished = tokio::time::timeout(grace, async {
+            while !roster.is_empty() {
+                roster.next_ended().await;
+            }
+        })
+        .await;
         if finished.is_err() {
             tracing::warn!(
                 "deploys still running after {grace:?}; stopping them, recovery finishes them at the next start"
             );
-            actors.shutdown().await;
+            roster.abort_all().await;
         }
         front.shutdown().await;
         reports.close();
@@ -327,10 +354,24 @@ impl Driver {
     }
 }
 
+/// Drops a forgotten service (its actor has ended): from the handle's views, from the
+/// coordinator's statuses, and from the tracked images unless another service tracks it.
+fn forget(handle: &DriverHandle, name: &ServiceName, statuses: &notify::StatusPublisher) {
+    let Some(spec) = handle.specs.remove_adopted(name) else {
+        return;
+    };
+    handle.board.forget(name);
+    statuses.forget(&handle.node, name);
+    if handle.specs.tracking(spec.image()).is_empty() {
+        handle.sink.set_tracked(spec.image(), false);
+    }
+    tracing::info!(service = %name, "forgotten: its containers are gone");
+}
+
 /// Turns the engine's container events into an immediate look at the service concerned.
 async fn route_engine_events(
     mut events: tokio::sync::mpsc::Receiver<crate::ports::EngineEvent>,
-    kicks: BTreeMap<ServiceName, Arc<Notify>>,
+    kicks: roster::Kicks,
     mut stop: Shutdown,
 ) {
     loop {
@@ -341,9 +382,8 @@ async fn route_engine_events(
                 None => return,
             },
         };
-        if let Some(kick) = kicks.get(&event.service) {
+        if kicks.kick(&event.service) {
             tracing::debug!(service = %event.service, action = %event.action, "engine event");
-            kick.notify_one();
         }
     }
 }
@@ -352,23 +392,11 @@ async fn route_engine_events(
 /// re-established with backoff whenever it ends.
 async fn route_targets(
     coordinator: Arc<dyn Coordinator>,
-    routes: Vec<(Arc<ServiceSpec>, watch::Sender<Option<Target>>)>,
+    routes: roster::Routes,
     retry: Backoff,
     mut stop: Shutdown,
 ) {
-    let route = |target: &Target| {
-        for (spec, tx) in &routes {
-            if spec.image() == &target.image {
-                tx.send_if_modified(|current| match current {
-                    Some(c) if c.revision >= target.revision => false,
-                    _ => {
-                        *current = Some(target.clone());
-                        true
-                    }
-                });
-            }
-        }
-    };
+    let route = |target: &Target| routes.offer(target);
     let mut attempt = 0;
     let mut seen = Revision::default();
     let mut need_snapshot = true;

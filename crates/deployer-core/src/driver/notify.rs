@@ -157,9 +157,17 @@ impl ReportHub {
 /// Publishes the latest status of each service to the coordinator, coalescing bursts.
 #[derive(Debug, Clone)]
 pub(crate) struct StatusPublisher {
-    dirty: Arc<Mutex<BTreeMap<ServiceName, ServiceStatus>>>,
+    dirty: Arc<Mutex<BTreeMap<ServiceName, Pending>>>,
     ready: Arc<Notify>,
     closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The write queued for one service: its newest status, or forgetting it. Queued in the same
+/// map so that a forget can neither be overtaken by an older status nor overtake a newer one.
+#[derive(Debug, Clone)]
+enum Pending {
+    Status(ServiceStatus),
+    Forget { node: String },
 }
 
 impl StatusPublisher {
@@ -176,12 +184,18 @@ impl StatusPublisher {
                 let notified = me.ready.notified();
                 let batch = std::mem::take(&mut *me.dirty());
                 let mut failed = Vec::new();
-                for status in batch.into_values() {
-                    let sent =
-                        tokio::time::timeout(RECORD_TIMEOUT, coordinator.report_status(&status))
-                            .await;
+                for (service, pending) in batch {
+                    let write = async {
+                        match &pending {
+                            Pending::Status(status) => coordinator.report_status(status).await,
+                            Pending::Forget { node } => {
+                                coordinator.forget_status(node, &service).await
+                            }
+                        }
+                    };
+                    let sent = tokio::time::timeout(RECORD_TIMEOUT, write).await;
                     if !matches!(sent, Ok(Ok(()))) {
-                        failed.push(status);
+                        failed.push((service, pending));
                     }
                 }
                 let closed = me.closed.load(Ordering::Acquire);
@@ -190,10 +204,10 @@ impl StatusPublisher {
                 } else {
                     failures += 1;
                     tracing::debug!(failed = failed.len(), "could not report statuses; retrying");
-                    // Put them back unless a newer status of the same service arrived meanwhile.
+                    // Put them back unless a newer write of the same service arrived meanwhile.
                     let mut dirty = me.dirty();
-                    for status in failed {
-                        dirty.entry(status.service.clone()).or_insert(status);
+                    for (service, pending) in failed {
+                        dirty.entry(service).or_insert(pending);
                     }
                 }
                 if closed && (failures == 0 || me.dirty().is_empty()) {
@@ -216,11 +230,20 @@ impl StatusPublisher {
     }
 
     pub(crate) fn publish(&self, status: ServiceStatus) {
-        self.dirty().insert(status.service.clone(), status);
+        self.dirty()
+            .insert(status.service.clone(), Pending::Status(status));
         self.ready.notify_one();
     }
 
-    fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeMap<ServiceName, ServiceStatus>> {
+    /// Deletes `service`'s status on `node` once what is queued before it is written.
+    pub(crate) fn forget(&self, node: &str, service: &ServiceName) {
+        let node = node.to_owned();
+        self.dirty()
+            .insert(service.clone(), Pending::Forget { node });
+        self.ready.notify_one();
+    }
+
+    fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeMap<ServiceName, Pending>> {
         self.dirty.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -1,9 +1,9 @@
 //! Where triggers send events: filtered (untracked images, redeliveries), queued, then turned
 //! into targets by the ingest worker.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 
 use super::handle::Board;
 use super::notify::ReportHub;
+use super::services::Services;
 use crate::image::{Digest, ImageRef};
 use crate::ports::{Coordinator, ImageEvent, ImageSource};
 use crate::report::{DeployReport, Outcome};
-use crate::service::{ServiceName, ServiceSpec};
 use crate::shutdown::Shutdown;
 use crate::target::{PublishOutcome, PublishRequest, Target};
 use crate::time::Timestamp;
@@ -145,7 +145,8 @@ pub struct EventSink {
 
 #[derive(Debug)]
 struct SinkInner {
-    tracked: HashSet<ImageRef>,
+    /// Grows and shrinks as services are adopted and forgotten.
+    tracked: RwLock<HashSet<ImageRef>>,
     queue: mpsc::Sender<ImageEvent>,
     recent: Mutex<RecentDeliveries>,
     stats: Arc<IngestStats>,
@@ -160,7 +161,7 @@ impl EventSink {
     ) -> (Self, mpsc::Receiver<ImageEvent>) {
         let (queue, events) = mpsc::channel(capacity.max(1));
         let inner = SinkInner {
-            tracked: tracked.into_iter().map(|i| i.without_digest()).collect(),
+            tracked: RwLock::new(tracked.into_iter().map(|i| i.without_digest()).collect()),
             queue,
             recent: Mutex::new(RecentDeliveries::default()),
             stats: Arc::default(),
@@ -175,7 +176,26 @@ impl EventSink {
 
     /// Whether a service tracks `image`'s repo:tag.
     pub fn tracks(&self, image: &ImageRef) -> bool {
-        self.inner.tracked.contains(&image.without_digest())
+        self.inner
+            .tracked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&image.without_digest())
+    }
+
+    /// Starts or stops taking events for `image` (a service tracking it was adopted, or the
+    /// last one was forgotten).
+    pub(crate) fn set_tracked(&self, image: &ImageRef, tracked: bool) {
+        let mut set = self
+            .inner
+            .tracked
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if tracked {
+            set.insert(image.without_digest());
+        } else {
+            set.remove(&image.without_digest());
+        }
     }
 
     /// Filters and queues an event.
@@ -240,7 +260,7 @@ pub(crate) struct Ingest {
     pub(crate) stats: Arc<IngestStats>,
     pub(crate) board: Arc<Board>,
     pub(crate) reports: ReportHub,
-    pub(crate) specs: Arc<BTreeMap<ServiceName, Arc<ServiceSpec>>>,
+    pub(crate) specs: Services,
     pub(crate) node: Arc<str>,
 }
 
@@ -327,7 +347,7 @@ impl Ingest {
     ) {
         let now = Timestamp::now();
         let image = event.image.without_digest();
-        for spec in self.specs.values().filter(|s| s.image() == &image) {
+        for spec in self.specs.tracking(&image) {
             self.reports.publish(DeployReport {
                 service: spec.name().clone(),
                 node: self.node.to_string(),

@@ -266,6 +266,24 @@ impl Coordinator for MemoryCoordinator {
         Ok(())
     }
 
+    async fn forget_status(
+        &self,
+        node: &str,
+        service: &ServiceName,
+    ) -> Result<(), CoordinatorError> {
+        let mut state = self.state();
+        if let Some(store) = &self.store {
+            store
+                .forget_status(node, service)
+                .map_err(|source| CoordinatorError::Unavailable {
+                    operation: "forget status",
+                    source,
+                })?;
+        }
+        state.statuses.remove(&(service.clone(), node.to_owned()));
+        Ok(())
+    }
+
     async fn statuses(&self) -> Result<Vec<ServiceStatus>, CoordinatorError> {
         Ok(self.state().statuses.values().cloned().collect())
     }

@@ -3,6 +3,7 @@
 
 use crate::ports::BoxError;
 use crate::report::{DeployReport, ServiceStatus};
+use crate::service::ServiceName;
 use crate::target::Target;
 
 /// Everything a store holds, as read when the coordinator opens.
@@ -34,6 +35,9 @@ pub trait LocalStore: Send + Sync + std::fmt::Debug {
     /// Replaces a service's status. May be lazily durable: a lost status is rewritten at the
     /// service's next change.
     fn save_status(&self, status: &ServiceStatus) -> Result<(), BoxError>;
+
+    /// Deletes a service's status on a node. May be lazily durable like [`Self::save_status`].
+    fn forget_status(&self, node: &str, service: &ServiceName) -> Result<(), BoxError>;
 
     /// Appends a report, keeping the newest `kept`. Durable on return.
     fn save_report(&self, report: &DeployReport, kept: usize) -> Result<(), BoxError>;

@@ -152,6 +152,14 @@ pub trait Coordinator: Send + Sync {
     /// Records what a service does on this host (and, for fleets, where it can be reached).
     async fn report_status(&self, status: &ServiceStatus) -> Result<(), CoordinatorError>;
 
+    /// Forgets what `service` did on host `node` (a service this host no longer runs): its
+    /// status and, for fleets, its advertised endpoint. Forgetting an unknown one is harmless.
+    async fn forget_status(
+        &self,
+        node: &str,
+        service: &ServiceName,
+    ) -> Result<(), CoordinatorError>;
+
     /// The latest status of every service on every host.
     async fn statuses(&self) -> Result<Vec<ServiceStatus>, CoordinatorError>;
 

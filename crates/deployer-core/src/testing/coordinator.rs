@@ -131,6 +131,15 @@ impl Coordinator for FakeCoordinator {
         self.inner.report_status(status).await
     }
 
+    async fn forget_status(
+        &self,
+        node: &str,
+        service: &ServiceName,
+    ) -> Result<(), CoordinatorError> {
+        self.call("forget_status")?;
+        self.inner.forget_status(node, service).await
+    }
+
     async fn statuses(&self) -> Result<Vec<ServiceStatus>, CoordinatorError> {
         self.call("statuses")?;
         self.inner.statuses().await

@@ -207,3 +207,79 @@ async fn the_stop_strategy_stops_outdated_containers_and_leaves_the_rest() -> an
     })
     .await?
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_opted_in_while_running_is_adopted_and_forgotten_when_removed()
+-> anyhow::Result<()> {
+    bounded(Duration::from_secs(90), "adoption while running", async {
+        let sweep = Sweep::new("follow");
+        let docker = images::docker().await;
+        let (v1, id1) = build_image(&docker, &sweep, "fo", "v1", App::http("v1"), false).await?;
+        let tracked = v1.with_tag("live")?;
+        tag_as(&docker, &id1, &tracked).await?;
+        // A scope of its own: other tests' opted-in containers are not this driver's.
+        let scope = sweep.name("scope");
+        let harness = Harness::start_in(
+            &docker,
+            SwitcherConfig::default().with_scope(scope.clone()),
+            Vec::new(),
+            |_| {},
+        )
+        .await?;
+        let (stop, stopped) = deployer_core::shutdown::Shutdown::new();
+        let follower = tokio::spawn(deployer_docker::follow_adoptions(
+            docker.clone(),
+            harness.handle.clone(),
+            Some(scope.clone()),
+            stopped,
+        ));
+        // Let the follower subscribe before the container starts.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let name = sweep.name("late");
+        let mut labels: HashMap<String, String> = sweep.labels().into_iter().collect();
+        labels.insert("deployer.enable".into(), "true".into());
+        labels.insert("deployer.node".into(), scope.clone());
+        run_container(
+            &docker,
+            &name,
+            ContainerCreateBody {
+                image: Some(tracked.familiar()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+        )
+        .await?;
+        eventually(
+            Duration::from_secs(10),
+            "the late container to be adopted",
+            || async {
+                let view = harness.handle.service(&name)?;
+                (view.status.state == deployer_core::ServiceState::Idle).then_some(())
+            },
+        )
+        .await?;
+        assert!(harness.handle.is_adopted(&name));
+
+        docker
+            .remove_container(
+                &name,
+                Some(bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        eventually(
+            Duration::from_secs(10),
+            "the removed service to be forgotten",
+            || async { harness.handle.service(&name).is_none().then_some(()) },
+        )
+        .await?;
+        assert!(harness.handle.specs().is_empty());
+        stop.fire();
+        follower.await?;
+        harness.stop().await
+    })
+    .await?
+}

@@ -197,6 +197,7 @@ pub struct Harness {
     pub switcher: Arc<deployer_docker::DockerSwitcher>,
     pub notifier: Arc<deployer_core::testing::RecordingNotifier>,
     pub coordinator: Arc<deployer_core::memory::MemoryCoordinator>,
+    pub handle: deployer_core::driver::DriverHandle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -217,12 +218,28 @@ impl Harness {
         specs: Vec<deployer_core::ServiceSpec>,
         configure: impl FnOnce(&mut deployer_core::driver::DriverConfig),
     ) -> anyhow::Result<Self> {
+        Self::start_in(
+            docker,
+            deployer_docker::SwitcherConfig::default(),
+            specs,
+            configure,
+        )
+        .await
+    }
+
+    /// Like [`Harness::start_with`], with a switcher of its own config (a node scope).
+    pub async fn start_in(
+        docker: &Docker,
+        switcher_config: deployer_docker::SwitcherConfig,
+        specs: Vec<deployer_core::ServiceSpec>,
+        configure: impl FnOnce(&mut deployer_core::driver::DriverConfig),
+    ) -> anyhow::Result<Self> {
         use deployer_core::driver::{Driver, DriverConfig, Ports};
         let dir = tempfile::tempdir()?;
         let journal_path = dir.path().join("journal.redb");
         let switcher = Arc::new(deployer_docker::DockerSwitcher::new(
             docker.clone(),
-            deployer_docker::SwitcherConfig::default(),
+            switcher_config,
         ));
         switcher.bind_proxies(&specs).await?;
         let notifier = Arc::new(deployer_core::testing::RecordingNotifier::new());
@@ -240,6 +257,7 @@ impl Harness {
         let mut config = DriverConfig::new("test");
         configure(&mut config);
         let driver = Driver::new(config, ports, specs)?;
+        let handle = driver.handle();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(driver.run(async move {
             let _ = stopped.await;
@@ -248,6 +266,7 @@ impl Harness {
             switcher,
             notifier,
             coordinator,
+            handle,
             stop: Some(stop),
             task,
             _dir: dir,

@@ -98,6 +98,25 @@ async fn endpoints_follow_the_live_build() {
     assert_eq!(json["address"], "127.0.0.1:8080");
     assert_eq!(json["digest"], digest(1).to_string());
     assert_eq!(json["generation"], 1);
+
+    // A service the host no longer runs (an adopted one, removed) leaves both views.
+    let web = deployer_core::ServiceName::new("web").unwrap();
+    a.forget_status("a", &web).await.unwrap();
+    let left: Vec<_> = a
+        .endpoints(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.node.clone())
+        .collect();
+    assert_eq!(left, ["b"]);
+    assert!(
+        a.statuses()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| (s.service.as_str(), s.node.as_str()) != ("web", "a"))
+    );
     assert!(json["updated_at"].is_u64(), "{json}");
 
     // No live build any more (a failed start, a removed service): the entry goes.

@@ -191,7 +191,7 @@ async fn history(
         Some(name) => {
             let name =
                 ServiceName::new(name).map_err(|e| ApiError::bad_request("service", e.problem))?;
-            if !admin.handle.specs().any(|s| s.name() == &name) {
+            if !admin.handle.specs().iter().any(|s| s.name() == &name) {
                 return Err(unknown_service(name.as_str()));
             }
             Some(name)
@@ -239,8 +239,8 @@ async fn deploy(
     let Some(spec) = admin
         .handle
         .specs()
+        .into_iter()
         .find(|s| s.name().as_str() == name)
-        .cloned()
     else {
         return Err(unknown_service(&name));
     };

@@ -384,6 +384,9 @@ impl Coordinator for Flaky {
     async fn report_status(&self, s: &ServiceStatus) -> Result<(), CoordinatorError> {
         self.inner.report_status(s).await
     }
+    async fn forget_status(&self, node: &str, s: &ServiceName) -> Result<(), CoordinatorError> {
+        self.inner.forget_status(node, s).await
+    }
     async fn statuses(&self) -> Result<Vec<ServiceStatus>, CoordinatorError> {
         Err(down("statuses"))
     }

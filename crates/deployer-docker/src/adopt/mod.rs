@@ -19,6 +19,10 @@
 //! `deployer.node=<scope>` are adopted; without one, containers carrying a `deployer.node`
 //! label belong to a scoped deployer and are left alone.
 
+mod follow;
+
+pub use follow::follow_adoptions;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
