@@ -11,6 +11,7 @@
 //! | `deployer_ready` | gauge | 1 once every service has recovered |
 //! | `deployer_proxy_requests_total` | counter | `service`, `backend` |
 //! | `deployer_proxy_errors_total` | counter | `service`, `backend` |
+//! | `deployer_proxy_server_errors_total` | counter | `service`, `backend` |
 //! | `deployer_proxy_active` | gauge | `service`, `backend` |
 //!
 //! Counters this crate owns (webhooks, deploys) live in [`Metrics`]; everything owned by
@@ -127,6 +128,8 @@ pub struct ProxyBackendStats {
     pub requests: u64,
     /// Of those, the ones that failed.
     pub errors: u64,
+    /// Of those, the ones the backend answered with a 5xx status.
+    pub server_errors: u64,
     /// In flight now.
     pub active: u64,
 }
@@ -355,7 +358,7 @@ impl Collector for ScrapeSources {
         }
         if let Some(proxy) = &self.proxy {
             let stats = proxy.proxy_stats();
-            let families: [ProxyFamily; 3] = [
+            let families: [ProxyFamily; 4] = [
                 (
                     "proxy_requests",
                     "Requests or connections forwarded",
@@ -367,6 +370,12 @@ impl Collector for ScrapeSources {
                     "Forwarded requests or connections that failed",
                     MetricType::Counter,
                     |s| s.errors,
+                ),
+                (
+                    "proxy_server_errors",
+                    "Forwarded requests the backend answered with a 5xx status",
+                    MetricType::Counter,
+                    |s| s.server_errors,
                 ),
                 (
                     "proxy_active",

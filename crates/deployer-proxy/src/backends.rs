@@ -125,6 +125,7 @@ impl Tracker {
             state,
             requests: load(&self.counters.requests),
             errors: load(&self.counters.errors),
+            server_errors: load(&self.counters.server_errors),
             active: self.active(),
             cut: self.cut_count(),
         }
@@ -166,6 +167,13 @@ impl ActiveGuard {
             .sums
             .errors
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a 5xx answer of the backend's own.
+    pub(crate) fn record_server_error(&self) {
+        for counters in [&self.tracker.counters, &self.tracker.totals.sums] {
+            counters.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts this unit of work as forcibly closed.

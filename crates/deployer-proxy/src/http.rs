@@ -159,6 +159,9 @@ async fn forward(
             Ok(tunnel(&shared, response, client_upgrade, guard))
         }
         _ => {
+            if response.status().is_server_error() {
+                guard.record_server_error();
+            }
             let (mut parts, body) = response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
             Ok(Response::from_parts(

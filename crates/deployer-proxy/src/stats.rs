@@ -31,6 +31,8 @@ pub struct BackendStats {
     /// Failures: 502/504 answered on its behalf, connect failures, and responses that
     /// broke off mid-body.
     pub errors: u64,
+    /// 5xx answers the backend itself sent (passed on to the client unchanged).
+    pub server_errors: u64,
     /// Open right now: in-flight requests and upgraded connections (HTTP), or forwarded
     /// connections (TCP).
     pub active: u64,
@@ -49,6 +51,8 @@ pub struct ProxyTotals {
     pub requests: u64,
     /// Sum of every backend's [`BackendStats::errors`].
     pub errors: u64,
+    /// Sum of every backend's [`BackendStats::server_errors`].
+    pub server_errors: u64,
     /// Sum of every backend's [`BackendStats::active`], draining ones included.
     pub active: u64,
     /// Sum of every backend's [`BackendStats::cut`].
@@ -67,6 +71,7 @@ pub struct ProxyTotals {
 pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) server_errors: AtomicU64,
     pub(crate) active: AtomicU64,
     pub(crate) cut: AtomicU64,
 }
@@ -85,6 +90,7 @@ impl Totals {
         ProxyTotals {
             requests: load(&self.sums.requests),
             errors: load(&self.sums.errors),
+            server_errors: load(&self.sums.server_errors),
             active: load(&self.sums.active),
             cut: load(&self.sums.cut),
             no_backend: load(&self.no_backend),

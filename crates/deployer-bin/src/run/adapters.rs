@@ -190,6 +190,7 @@ impl deployer_http::ProxyStats for SwitcherStats {
                 backend: b.addr.to_string(),
                 requests: b.requests,
                 errors: b.errors,
+                server_errors: b.server_errors,
                 active: b.active,
             })
             .collect()

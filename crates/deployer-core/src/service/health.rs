@@ -37,6 +37,18 @@ pub struct HealthCheck {
     /// retires the old generation at once.
     #[serde(default = "default_watch")]
     watch: Duration,
+    /// During the watch, the share of requests through the proxy that may fail (gateway
+    /// errors, 5xx answers) before the new build is rolled back, in percent; 100 turns the
+    /// bound off.
+    #[serde(default = "default_error_percent")]
+    max_error_percent: u8,
+}
+
+/// The error-rate bound during the watch by default, in percent.
+pub const DEFAULT_MAX_ERROR_PERCENT: u8 = 10;
+
+fn default_error_percent() -> u8 {
+    DEFAULT_MAX_ERROR_PERCENT
 }
 
 /// How long a promoted build is watched by default.
@@ -107,6 +119,7 @@ impl HealthCheck {
             deadline,
             healthy_threshold,
             watch: DEFAULT_WATCH,
+            max_error_percent: DEFAULT_MAX_ERROR_PERCENT,
         })
     }
 
@@ -153,6 +166,18 @@ impl HealthCheck {
     pub fn watch(&self) -> Duration {
         self.watch
     }
+
+    /// The same check with another error-rate bound during the watch, in percent (values
+    /// above 100 are taken as 100: no bound).
+    pub fn with_max_error_percent(mut self, percent: u8) -> Self {
+        self.max_error_percent = percent.min(100);
+        self
+    }
+
+    /// The share of proxied requests, in percent, that may fail during the watch.
+    pub fn max_error_percent(&self) -> u8 {
+        self.max_error_percent
+    }
 }
 
 impl Default for HealthCheck {
@@ -164,6 +189,7 @@ impl Default for HealthCheck {
             deadline: Duration::from_secs(60),
             healthy_threshold: 1,
             watch: DEFAULT_WATCH,
+            max_error_percent: DEFAULT_MAX_ERROR_PERCENT,
         }
     }
 }

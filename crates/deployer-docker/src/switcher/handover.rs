@@ -158,13 +158,22 @@ pub(super) async fn probe(
         .await
         .map_err(engine("probe", service, id))?
     {
-        Some(container) => Ok(check(
-            switcher,
-            service,
-            &container,
-            Some(handover.container_port()),
-        )
-        .await),
+        Some(container) => {
+            let health = check(
+                switcher,
+                service,
+                &container,
+                Some(handover.container_port()),
+            )
+            .await;
+            // Once it takes traffic, clients' requests count as much as the health check.
+            Ok(
+                match (health, super::traffic::problem(switcher, service, id)) {
+                    (Health::Healthy, Some(problem)) => Health::Unhealthy(problem),
+                    (health, _) => health,
+                },
+            )
+        }
         None => Ok(Health::Exited(format!("container {name} does not exist"))),
     }
 }

@@ -16,6 +16,7 @@ pub mod labels;
 mod probe;
 mod recreate;
 mod stop;
+mod traffic;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -45,6 +45,7 @@ impl ProxyStats for TwoBackends {
                 backend: (*backend).into(),
                 requests: 10 * (i as u64 + 1),
                 errors: i as u64,
+                server_errors: 0,
                 active: 1,
             })
             .collect()
