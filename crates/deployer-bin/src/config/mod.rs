@@ -1,6 +1,7 @@
 //! The daemon's configuration: one TOML file plus flag and environment overrides, validated as
 //! a whole before anything binds or connects. Every error names the file, line, column and key.
 
+mod bounds;
 mod client;
 mod error;
 mod locate;
