@@ -119,7 +119,7 @@ impl SecretRef {
             Self::Env(name) => env
                 .var(name)
                 .ok_or_else(|| format!("environment variable {name} is not set"))?,
-            Self::File(path) => std::fs::read_to_string(path)
+            Self::File(path) => super::read::read_capped(path, super::read::SECRET_MAX)
                 .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
                 .trim()
                 .to_owned(),
