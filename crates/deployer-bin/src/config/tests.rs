@@ -389,3 +389,36 @@ fn values_run_cannot_hold_are_refused_with_file_line_and_key() {
         ["deployer.toml:2:16: poll.min_interval: must be from 10ms to 1h, not 1ms"]
     );
 }
+
+#[test]
+fn secrets_from_the_environment_lose_their_trailing_newline() {
+    let s = parse(
+        "deployer.toml",
+        "[admin]\ntoken = { env = \"ADMIN\" }\n[webhooks.registry]\ntoken = { env = \"HOOK\" }\n",
+        &Overrides::default(),
+        &env(&[
+            ("ADMIN", "an-admin-token-0123\n"),
+            ("HOOK", "a-registry-token-0123 \r\n"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.admin.token.as_ref().map(Secret::expose),
+        Some("an-admin-token-0123")
+    );
+    assert_eq!(
+        s.webhooks.hooks[0].secret.as_ref().map(Secret::expose),
+        Some("a-registry-token-0123")
+    );
+    let e = errors_with("[admin]\ntoken = { env = \"BLANK\" }\n", &[("BLANK", "\n")]);
+    assert_eq!(e, ["deployer.toml:2:9: admin.token: the secret is empty"]);
+}
+
+fn errors_with(text: &str, vars: &[(&str, &str)]) -> Vec<String> {
+    parse("deployer.toml", text, &Overrides::default(), &env(vars))
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
