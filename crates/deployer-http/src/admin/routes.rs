@@ -22,7 +22,7 @@ use crate::body::{media_type, read_body, unsupported_media_type};
 use crate::metrics::{CONTENT_TYPE, ScrapeSources};
 
 /// Default number of history entries.
-const HISTORY_DEFAULT: usize = 50;
+pub(super) const HISTORY_DEFAULT: usize = 50;
 /// Bound on receiving a deploy request's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,8 +100,8 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
-async fn openapi() -> Json<Value> {
-    Json(super::openapi_document())
+async fn openapi(State(admin): State<Arc<Admin>>) -> Json<Value> {
+    Json(super::openapi::document(admin.max_history))
 }
 
 /// A service as the API shows it.
