@@ -64,6 +64,10 @@ pub async fn run(
     overrides: &Overrides,
     log: Option<LogFormat>,
 ) -> Result<(), Exit> {
+    // Before anything else: until then SIGHUP, SIGTERM and SIGINT would end the process.
+    let signals = signals::Signals::install()
+        .map_err(|e| Exit::failure(anyhow!("cannot listen for signals: {e}")))?;
+    let termination = signals::Termination::from(&signals);
     let (settings, adapters, credentials) = load(path, overrides)?;
     logging::init(log.unwrap_or(settings.log_format));
     for warning in &settings.warnings {
@@ -181,8 +185,8 @@ pub async fn run(
             PollTrigger::for_driver(&handle, *poll).map_err(|e| bad_config(&e))?,
         ));
     }
-    let hangup =
-        SignalTrigger::hangup_for_driver(&handle, &poll_config).map_err(|e| bad_config(&e))?;
+    let hangup = SignalTrigger::hangup_stream_for_driver(&handle, &poll_config, signals.hangup)
+        .map_err(|e| bad_config(&e))?;
     driver = driver.with_trigger(Arc::new(hangup));
 
     let admin = admin_router(
@@ -206,7 +210,7 @@ pub async fn run(
         Duration::from_secs(5),
     ));
 
-    driver.run(signals::terminated()).await;
+    driver.run(termination.terminated()).await;
 
     tracing::info!("deploys finished; stopping the admin API and proxies");
     let _ = stop_admin.send(());

@@ -514,3 +514,87 @@ async fn a_failed_rollback_is_shown_by_deploy_and_history() -> anyhow::Result<()
     assert!(lines[1].ends_with(&format!("1.5s  {why}")), "{out}");
     Ok(())
 }
+
+/// Sends `signal` (`HUP`, `TERM`, ...) to process `pid`.
+fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sighup_while_starting_does_not_end_the_daemon_and_sigterm_still_stops_it()
+-> anyhow::Result<()> {
+    // A stand-in Docker engine that accepts and never answers: the daemon stays in its start,
+    // where no signal handler used to exist, so a SIGHUP ended it.
+    let engine = TcpListener::bind("127.0.0.1:0")?;
+    let engine_addr = engine.local_addr()?;
+    let (connected_tx, connected) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in engine.incoming().flatten() {
+            held.push(stream);
+            let _ = connected_tx.send(());
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    let (_webhooks, webhooks) = hold_port()?;
+    let (_admin, admin) = hold_port()?;
+    let file = dir.path().join("deployer.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[webhooks]\nlisten = \"127.0.0.1:{webhooks}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+             [docker]\nendpoint = \"tcp://{engine_addr}\"\njournal = \"{}\"\n",
+            dir.path().join("journal.redb").display()
+        ),
+    )?;
+    let mut child = command(&["run", "--config"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let started = connected.recv_timeout(std::time::Duration::from_secs(30));
+    if started.is_err() {
+        let _ = child.kill();
+    }
+    started.map_err(|_| anyhow::anyhow!("the daemon never reached the Docker engine"))?;
+    send_signal(pid, "HUP")?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let alive = child.try_wait()?;
+    if alive.is_some() {
+        let out = child.wait_with_output()?;
+        anyhow::bail!(
+            "SIGHUP ended the daemon: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    send_signal(pid, "TERM")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("SIGTERM did not stop the starting daemon within 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .map(|mut e| e.read_to_string(&mut stderr));
+    assert_eq!(status.code(), Some(0), "{status:?}\n{stderr}");
+    assert!(
+        stderr.contains("SIGTERM received while starting"),
+        "{stderr}"
+    );
+    Ok(())
+}
