@@ -166,7 +166,9 @@ impl Count {
             (1 << 10, "KiB"),
         ];
         if self.bytes
-            && let Some((size, unit)) = UNITS.iter().find(|(size, _)| n >= *size && n % size == 0)
+            && let Some((size, unit)) = UNITS
+                .iter()
+                .find(|(size, _)| n >= *size && n.is_multiple_of(*size))
         {
             return format!("{} {unit}", n / size);
         }
@@ -186,7 +188,7 @@ struct Human(Duration);
 impl fmt::Display for Human {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.0;
-        if d.subsec_nanos() % 1_000_000 != 0 {
+        if !d.subsec_nanos().is_multiple_of(1_000_000) {
             return write!(f, "{d:?}");
         }
         if d.is_zero() {
@@ -197,11 +199,11 @@ impl fmt::Display for Human {
         }
         let s = d.as_secs();
         // A day reads better as 24h, a week as 7d.
-        if s > DAY && s % DAY == 0 {
+        if s > DAY && s.is_multiple_of(DAY) {
             return write!(f, "{}d", s / DAY);
         }
         for (size, unit) in [(HOUR, "h"), (MINUTE, "m")] {
-            if s % size == 0 {
+            if s.is_multiple_of(size) {
                 return write!(f, "{}{unit}", s / size);
             }
         }
