@@ -27,6 +27,19 @@ impl Exit {
         Self { code: 69, error }
     }
 
+    /// 69 for a resource the config names (a listen address in use, a journal that cannot
+    /// be opened): the message names the key and its value, so the operator knows what to fix.
+    pub fn unavailable_at(
+        key: &str,
+        value: impl fmt::Display,
+        error: &dyn std::error::Error,
+    ) -> Self {
+        Self::unavailable(anyhow::anyhow!(
+            "{key} = {value}: {}",
+            deployer_core::driver::error_chain(error)
+        ))
+    }
+
     /// 2: a deploy ran and did not succeed (rolled back, failed, skipped).
     pub fn deploy_failed(error: anyhow::Error) -> Self {
         Self { code: 2, error }

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod deadline;
 pub mod driver;
 pub mod image;
 pub mod memory;

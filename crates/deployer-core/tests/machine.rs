@@ -7,13 +7,15 @@ use std::time::Duration;
 use deployer_core::image::ImageRef;
 use deployer_core::ports::{Fetched, Promoted, Removed, Retired, Started};
 use deployer_core::reconcile::{
-    Effect, Generation, GenerationRef, Input, InstanceId, JournalEntry, Machine, Observed,
-    ObservedInstance, Op, OpId, OpResult, Phase, Report, RunState, SlotOutcome,
+    Effect, Generation, GenerationRef, Health, Input, InstanceId, JournalEntry, Machine, Observed,
+    ObservedInstance, Op, OpId, OpResult, Phase, Report, RunState, SlotOutcome, StepError,
 };
-use deployer_core::service::{Handover, ProxyProtocol, ServiceName, ServiceSpec, Strategy};
+use deployer_core::service::{
+    Handover, HealthCheck, Probe, ProxyProtocol, ServiceName, ServiceSpec, Strategy, Timeouts,
+};
 use deployer_core::target::{Halt, Target};
 use deployer_core::testing::{self, digest};
-use deployer_core::{Outcome, ServiceState, Timestamp};
+use deployer_core::{Backoff, Outcome, ServiceState, Timestamp};
 use tokio::time::Instant;
 
 fn image() -> ImageRef {
@@ -578,4 +580,73 @@ fn a_deploy_a_crash_interrupted_after_going_live_is_finished_and_reported_once()
         report.warnings,
         vec!["finished by crash recovery".to_owned()]
     );
+}
+
+#[test]
+fn durations_up_to_duration_max_never_overflow_an_instant() {
+    // A library user may build or deserialize a spec with absurd durations; every deadline
+    // the machine computes from them saturates instead of panicking.
+    let max = Duration::MAX;
+    let spec = |threshold: u32| {
+        let health = HealthCheck::new(Probe::Tcp, max, max, max, threshold)
+            .unwrap()
+            .with_watch(max);
+        let timeouts = Timeouts {
+            fetch: max,
+            start: max,
+            stop: max,
+            drain: max,
+        };
+        Arc::new(
+            ServiceSpec::builder("web", image())
+                .strategy(handover())
+                .health(health)
+                .timeouts(timeouts)
+                .retry(Backoff::new(max, max, 3).unwrap())
+                .build()
+                .unwrap(),
+        )
+    };
+    assert_eq!(Op::Retire(id(1, 0)).timeout(&spec(1)), Some(max));
+    assert_eq!(Op::Remove(id(1, 0)).timeout(&spec(1)), Some(max));
+
+    // A transient failure backs off for `retry.initial`.
+    let mut h = Harness::recovered(spec(1), observed(&[]), None);
+    h.input(Input::Desired(target(1, 1)));
+    h.answer("admit", OpResult::Admitted);
+    h.answer(
+        "fetch",
+        OpResult::Fetched(Err(StepError::transient("registry down"))),
+    );
+    assert!(matches!(h.machine().phase(), Phase::Backoff { .. }));
+
+    let until_probe = |h: &mut Harness| {
+        h.input(Input::Desired(target(1, 1)));
+        h.answer("admit", OpResult::Admitted);
+        h.answer("fetch", OpResult::Fetched(Ok(Fetched::Pulled)));
+        h.answer("acquire_slot", OpResult::Slot(Ok(SlotOutcome::Granted)));
+        while let Some(op) = h.current().cloned().filter(|op| op.name() != "probe") {
+            let result = match op {
+                Op::Observe { .. } => OpResult::Observed(Ok((observed(&[]), None))),
+                Op::Journal(_) => OpResult::Journaled(Ok(())),
+                Op::Start(_) => OpResult::Started(Ok(Started::Created)),
+                other => panic!("unexpected {other:?}"),
+            };
+            h.answer(op.name(), result);
+        }
+    };
+    // Probing waits `health.interval` between successes ("forever": nothing more runs)...
+    let mut h = Harness::recovered(spec(2), observed(&[]), None);
+    until_probe(&mut h);
+    h.answer("probe", OpResult::Probed(Ok(Health::Healthy)));
+    assert_eq!(h.current(), None);
+
+    // ... and a promoted build is watched for `health.watch`, probed every interval.
+    let mut h = Harness::recovered(spec(1), observed(&[]), None);
+    until_probe(&mut h);
+    h.answer("probe", OpResult::Probed(Ok(Health::Healthy)));
+    h.answer("promote", OpResult::Promoted(Ok(Promoted::Switched)));
+    h.answer("probe", OpResult::Probed(Ok(Health::Healthy)));
+    assert_eq!(h.machine().state(), ServiceState::Watching);
+    assert_eq!(h.current(), None);
 }

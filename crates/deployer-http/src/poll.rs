@@ -91,7 +91,9 @@ impl Sweep {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 let now = Instant::now();
-                let slot = last.map_or(now, |l| (l + self.min_interval).max(now));
+                let slot = last.map_or(now, |l| {
+                    deployer_core::deadline::after(l, self.min_interval).max(now)
+                });
                 *last = Some(slot);
                 slot
             };
@@ -185,7 +187,9 @@ impl Trigger for PollTrigger {
 
 /// `period` scaled by `1 + jitter * unit`, `unit` in [-1, 1].
 fn jittered(period: Duration, jitter: f64, unit: f64) -> Duration {
-    period.mul_f64((1.0 + jitter * unit.clamp(-1.0, 1.0)).max(0.0))
+    let factor = (1.0 + jitter * unit.clamp(-1.0, 1.0)).max(0.0);
+    // `mul_f64` panics past `Duration::MAX`; a period that long means "never" anyway.
+    Duration::try_from_secs_f64(period.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
 /// A number in [-1, 1], different each call and on each host. Not for cryptography: it only
@@ -217,6 +221,39 @@ mod tests {
             assert!((-1.0..=1.0).contains(&u));
         }
         assert_ne!(random_unit(), random_unit());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn periods_and_spacings_up_to_duration_max_never_panic() {
+        assert_eq!(jittered(Duration::MAX, 0.1, 1.0), Duration::MAX);
+        assert_eq!(
+            jittered(Duration::MAX, 0.1, -1.0),
+            Duration::MAX.mul_f64(0.9)
+        );
+        let a = image("demo/a:latest");
+        let b = image("demo/b:latest");
+        let images = Arc::new(FakeImageSource::new());
+        images.set_tag(&a, digest(1));
+        images.set_tag(&b, digest(2));
+        let (sink, mut events) = EventSink::new([a.clone(), b.clone()], 16);
+        let config = PollConfig {
+            period: Duration::MAX,
+            min_interval: Duration::MAX,
+            ..PollConfig::default()
+        };
+        let trigger = PollTrigger::new(images.clone(), [a.clone(), b], config).unwrap();
+        let (fire, shutdown) = Shutdown::new();
+        let task = tokio::spawn(async move { trigger.run(sink, shutdown).await });
+        assert_eq!(events.recv().await.unwrap().image, a);
+        // The second call waits "forever" for its slot; the trigger still stops at shutdown.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(events.try_recv().is_err());
+        fire.fire();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("poll trigger did not stop at shutdown")
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -69,6 +69,23 @@ impl SignalTrigger {
         Self::build(images, tracked, config, Ticks::Hangup(hangup))
     }
 
+    /// A SIGHUP trigger for every tag `handle`'s services track, on a SIGHUP stream the caller
+    /// registered earlier (at process start, so that no SIGHUP ends the process meanwhile; one
+    /// that came in between is answered once the trigger runs).
+    #[cfg(unix)]
+    pub fn hangup_stream_for_driver(
+        handle: &DriverHandle,
+        config: &PollConfig,
+        hangup: tokio::signal::unix::Signal,
+    ) -> Result<Self, ConfigError> {
+        Self::build(
+            handle.images().clone(),
+            tracked_images(handle),
+            config,
+            Ticks::Hangup(hangup),
+        )
+    }
+
     /// A SIGHUP trigger for every tag `handle`'s services track.
     #[cfg(unix)]
     pub fn hangup_for_driver(

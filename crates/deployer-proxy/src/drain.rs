@@ -14,6 +14,9 @@ use crate::backends::Tracker;
 /// response body hyper stopped polling because the client reads nothing).
 pub(crate) const CUT_SETTLE: Duration = Duration::from_secs(1);
 
+/// "Never", as far ahead as an `Instant` reliably goes (what tokio's own sleeps use).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// The backends taken out of rotation by one
 /// [`remove_backend`](crate::Proxy::remove_backend) or
 /// [`replace_backends`](crate::Proxy::replace_backends) call.
@@ -60,7 +63,10 @@ impl Drain {
     /// old process can be stopped.
     pub async fn wait(self, deadline: Duration) -> DrainReport {
         let started = Instant::now();
-        let until = started + deadline;
+        // A deadline past what an Instant can hold means "wait as long as it takes".
+        let until = started
+            .checked_add(deadline)
+            .unwrap_or_else(|| started + FAR_FUTURE);
         let mut drained_cleanly = true;
         for tracker in &self.trackers {
             // A shared deadline: waiting for one backend eats into the others' time.
@@ -151,6 +157,20 @@ mod tests {
         let report = drain.wait(Duration::from_secs(30)).await;
         assert!(report.drained_cleanly);
         assert_eq!((report.cut, report.waited), (0, Duration::from_secs(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_of_duration_max_waits_without_overflowing() {
+        let pool = pool_with(addr());
+        let (_, guard) = pool.pick().expect("a backend");
+        let drain = pool.remove(addr());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(guard);
+        });
+        let report = drain.wait(Duration::MAX).await;
+        assert!(report.drained_cleanly);
+        assert_eq!(report.waited, Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,7 +22,9 @@ pub struct Client {
 impl Client {
     /// From flags, environment or a config file.
     pub fn new(args: &ClientArgs) -> Result<Self, Exit> {
-        let (mut base, mut token) = (args.admin.clone(), args.token.clone());
+        // A token from the environment often ends in a newline (`echo`, env files).
+        let token = args.token.as_deref().map(|t| t.trim_end().to_owned());
+        let (mut base, mut token) = (args.admin.clone(), token);
         if let Some(path) = &args.config {
             // Only `[admin]`: the daemon's other secrets are not in an operator's shell.
             let file = config::ClientConfig::load(path).map_err(Exit::config)?;

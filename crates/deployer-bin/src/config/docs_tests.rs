@@ -86,3 +86,32 @@ fn the_markdown_reader_finds_blocks() {
         vec![(2, "a = 1\n".to_owned()), (8, "b = 2\n".to_owned())]
     );
 }
+
+#[test]
+fn the_readme_key_table_shows_every_range_the_config_enforces() {
+    use super::bounds::{COUNTS, DURATIONS};
+    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
+    let ranges = DURATIONS
+        .iter()
+        .map(|(row, name, span)| (*row, *name, span.to_string()))
+        .chain(
+            COUNTS
+                .iter()
+                .map(|(row, name, count)| (*row, *name, count.to_string())),
+        );
+    for (row, name, range) in ranges {
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{row}")))
+            .unwrap_or_else(|| panic!("README.md has no key table row for `{row}`"));
+        let shown = if name.is_empty() {
+            range
+        } else {
+            format!("{name} {range}")
+        };
+        assert!(
+            line.contains(&shown),
+            "README.md's row for `{row}` must show {shown:?}:\n{line}"
+        );
+    }
+}

@@ -1,11 +1,13 @@
 //! The daemon's configuration: one TOML file plus flag and environment overrides, validated as
 //! a whole before anything binds or connects. Every error names the file, line, column and key.
 
+mod bounds;
 mod client;
 mod error;
 mod locate;
 mod overrides;
 mod raw;
+mod read;
 mod secret;
 mod settings;
 mod validate;
@@ -42,7 +44,7 @@ pub fn load(
 /// The config file's name (for errors) and text; an unreadable file is a config error.
 pub(crate) fn read(path: &Path) -> Result<(String, String), ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read::read_capped(path, read::CONFIG_MAX).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: file.clone(),
             position: None,

@@ -109,7 +109,7 @@ impl Overrides {
                 notify_started: false,
             });
             if let Some(v) = &self.slack_webhook_url {
-                slack.url = Some(SecretRef::Inline(v.clone()));
+                slack.url = Some(SecretRef::Inline(v.trim_end().to_owned()));
                 mark("notify.slack.url", "--slack-webhook-url");
             }
             if let Some(v) = &self.slack_username {

@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 pub enum SecretRef {
     /// Written in the file (allowed, with a warning: config files get copied around).
     Inline(String),
-    /// An environment variable.
+    /// An environment variable (trailing whitespace and newlines dropped).
     Env(String),
     /// A file whose content (trimmed) is the secret.
     File(PathBuf),
@@ -116,10 +116,14 @@ impl SecretRef {
     pub fn resolve(&self, env: &dyn EnvSource) -> Result<Secret, String> {
         let value = match self {
             Self::Inline(value) => value.clone(),
+            // `export X=$(cat file)` keeps no newline, but env files and `echo` often do; a
+            // token with one would never match what senders send.
             Self::Env(name) => env
                 .var(name)
-                .ok_or_else(|| format!("environment variable {name} is not set"))?,
-            Self::File(path) => std::fs::read_to_string(path)
+                .ok_or_else(|| format!("environment variable {name} is not set"))?
+                .trim_end()
+                .to_owned(),
+            Self::File(path) => super::read::read_capped(path, super::read::SECRET_MAX)
                 .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
                 .trim()
                 .to_owned(),

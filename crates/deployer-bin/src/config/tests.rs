@@ -168,7 +168,7 @@ fn bad_values_name_the_key() {
     let e = errors("[[service]]\nname = \"web\"\nimage = \"app\"\nreplicas = 0\n");
     assert_eq!(
         e,
-        ["deployer.toml:4:12: service[0].replicas: must be at least 1"]
+        ["deployer.toml:4:12: service[0].replicas: must be from 1 to 64, not 0"]
     );
     let e = errors(
         "[[service]]\nname = \"web\"\nimage = \"app\"\n[service.proxy]\nlisten = \"127.0.0.1:80\"\ncontainer_port = 80\n[service.health]\ninterval = \"10s\"\ndeadline = \"2s\"\n",
@@ -278,7 +278,7 @@ fn errors_caused_by_a_flag_name_the_flag() {
         .to_string();
     assert_eq!(
         e,
-        "f.toml: max_parallel: must be at least 1 (set by --max-threads)"
+        "f.toml: max_parallel: must be from 1 to 64, not 0 (set by --max-threads)"
     );
 }
 
@@ -344,6 +344,81 @@ fn a_proxy_can_have_threads_of_its_own() {
     let e = errors(&text(100));
     assert_eq!(
         e,
-        ["deployer.toml:7:11: service[0].proxy.workers: must be at most 64"]
+        ["deployer.toml:7:11: service[0].proxy.workers: must be from 0 to 64, not 100"]
     );
+}
+
+#[test]
+fn values_run_cannot_hold_are_refused_with_file_line_and_key() {
+    // Each of these passed `config check` once, then panicked or aborted `run`.
+    const FOREVER: &str = "18446744073709551615s";
+    let text = format!(
+        "[poll]\ninterval = \"{FOREVER}\"\n\n[defaults]\nstop = \"{FOREVER}\"\ndrain = \"{FOREVER}\"\n\n\
+         [[service]]\nname = \"a\"\nimage = \"app\"\nreplicas = 1000000000\n\n\
+         [[service]]\nname = \"b\"\nimage = \"app\"\n[service.proxy]\nlisten = \"127.0.0.1:8080\"\ncontainer_port = 80\n\
+         [service.health]\ndeadline = \"{FOREVER}\"\n\n\
+         [[service]]\nname = \"c\"\nimage = \"app\"\n[service.proxy]\nlisten = \"127.0.0.1:8081\"\ncontainer_port = 80\n\
+         [service.health]\ntimeout = \"{FOREVER}\"\n"
+    );
+    let not = format!("not {FOREVER}");
+    assert_eq!(
+        errors(&text),
+        [
+            format!("deployer.toml:2:12: poll.interval: must be from 1m to 7d, {not}"),
+            format!("deployer.toml:5:8: defaults.stop: must be from 0s to 1h, {not}"),
+            format!("deployer.toml:6:9: defaults.drain: must be from 0s to 1h, {not}"),
+            "deployer.toml:11:12: service[0].replicas: must be from 1 to 64, not 1000000000"
+                .to_owned(),
+            format!(
+                "deployer.toml:20:12: service[1].health.deadline: must be from 10ms to 24h, {not}"
+            ),
+            format!(
+                "deployer.toml:29:11: service[2].health.timeout: must be from 10ms to 1h, {not}"
+            ),
+        ]
+    );
+    let e =
+        errors("[[service]]\nname = \"web\"\nimage = \"app\"\n[service.timeouts]\nstop = \"2h\"\n");
+    assert_eq!(
+        e,
+        ["deployer.toml:5:8: service[0].timeouts.stop: must be from 0s to 1h, not 2h"]
+    );
+    let e = errors("[poll]\nmin_interval = \"1ms\"\n");
+    assert_eq!(
+        e,
+        ["deployer.toml:2:16: poll.min_interval: must be from 10ms to 1h, not 1ms"]
+    );
+}
+
+#[test]
+fn secrets_from_the_environment_lose_their_trailing_newline() {
+    let s = parse(
+        "deployer.toml",
+        "[admin]\ntoken = { env = \"ADMIN\" }\n[webhooks.registry]\ntoken = { env = \"HOOK\" }\n",
+        &Overrides::default(),
+        &env(&[
+            ("ADMIN", "an-admin-token-0123\n"),
+            ("HOOK", "a-registry-token-0123 \r\n"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.admin.token.as_ref().map(Secret::expose),
+        Some("an-admin-token-0123")
+    );
+    assert_eq!(
+        s.webhooks.hooks[0].secret.as_ref().map(Secret::expose),
+        Some("a-registry-token-0123")
+    );
+    let e = errors_with("[admin]\ntoken = { env = \"BLANK\" }\n", &[("BLANK", "\n")]);
+    assert_eq!(e, ["deployer.toml:2:9: admin.token: the secret is empty"]);
+}
+
+fn errors_with(text: &str, vars: &[(&str, &str)]) -> Vec<String> {
+    parse("deployer.toml", text, &Overrides::default(), &env(vars))
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }

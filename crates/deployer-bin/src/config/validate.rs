@@ -10,6 +10,7 @@ use deployer_core::service::{
 };
 use deployer_core::{Backoff, ImageRef};
 
+use super::bounds::{self, Count, Span};
 use super::raw::{
     CoordinatorKind, ProbeKind, ProtocolKind, RawConfig, RawHook, RawService, RawTimeouts,
     StrategyKind,
@@ -67,6 +68,20 @@ impl Validator<'_> {
         self.problems.push((key.into(), message.into()));
     }
 
+    /// Refuses a duration the key does not accept (absent: the default, always in range).
+    fn span(&mut self, key: &str, value: Option<Duration>, span: Span) {
+        if let Some(problem) = value.and_then(|v| span.check(v).err()) {
+            self.problem(key, problem);
+        }
+    }
+
+    /// Refuses a count the key does not accept.
+    fn count(&mut self, key: &str, value: Option<u64>, count: Count) {
+        if let Some(problem) = value.and_then(|v| count.check(v).err()) {
+            self.problem(key, problem);
+        }
+    }
+
     fn secret(&mut self, key: &str, r: Option<&SecretRef>) -> Option<Secret> {
         let r = r?;
         if matches!(r, SecretRef::Inline(_)) {
@@ -117,9 +132,12 @@ impl Validator<'_> {
             );
         }
         let max_parallel = raw.max_parallel.unwrap_or(4);
-        if max_parallel == 0 {
-            self.problem("max_parallel", "must be at least 1");
-        }
+        self.count(
+            "max_parallel",
+            Some(max_parallel as u64),
+            bounds::MAX_PARALLEL,
+        );
+        self.span("shutdown_grace", raw.shutdown_grace, bounds::SHUTDOWN_GRACE);
         let webhooks = self.webhooks(raw);
         let admin = AdminSettings {
             listen: raw
@@ -163,12 +181,12 @@ impl Validator<'_> {
                 format!("{} does not exist", config.display()),
             );
         }
-        if docker.keep_images == 0 {
-            self.problem(
-                "docker.keep_images",
-                "must be at least 1: the previous image is what a rollback needs",
-            );
-        }
+        // At least 1: the previous image is what a rollback needs.
+        self.count(
+            "docker.keep_images",
+            Some(u64::from(docker.keep_images)),
+            bounds::KEEP_IMAGES,
+        );
         let coordinator = self.coordinator(raw);
         let poll = PollSettings {
             enabled: raw.poll.enabled.unwrap_or(true),
@@ -176,18 +194,17 @@ impl Validator<'_> {
             min_interval: raw.poll.min_interval.unwrap_or(Duration::from_secs(1)),
             on_start: raw.poll.on_start.unwrap_or(true),
         };
-        if poll.min_interval.is_zero() {
-            self.problem(
-                "poll.min_interval",
-                "must be greater than zero, so registries' rate limits are respected",
-            );
-        }
-        if poll.interval < Duration::from_secs(60) {
-            self.problem(
-                "poll.interval",
-                "must be at least 1m: registries rate-limit tag lookups",
-            );
-        }
+        self.span(
+            "poll.min_interval",
+            Some(poll.min_interval),
+            bounds::POLL_MIN_INTERVAL,
+        );
+        self.span("poll.interval", Some(poll.interval), bounds::POLL_INTERVAL);
+        let defaults = &raw.defaults;
+        self.span("defaults.fetch", defaults.fetch, bounds::FETCH);
+        self.span("defaults.start", defaults.start, bounds::START);
+        self.span("defaults.stop", defaults.stop, bounds::STOP);
+        self.span("defaults.drain", defaults.drain, bounds::DRAIN);
         let notify = self.notify(raw);
         let services = self.services(raw, docker.registry.as_deref());
         self.port_clashes(raw, &webhooks, &admin);
@@ -217,9 +234,11 @@ impl Validator<'_> {
             );
         }
         let body_limit = w.body_limit.unwrap_or(1 << 20);
-        if body_limit < 1024 {
-            self.problem("webhooks.body_limit", "must be at least 1024 bytes");
-        }
+        self.count(
+            "webhooks.body_limit",
+            Some(body_limit as u64),
+            bounds::BODY_LIMIT,
+        );
         let senders: [(Sender, &Option<RawHook>); 6] = [
             (Sender::DockerHub, &w.dockerhub),
             (Sender::Registry, &w.registry),
@@ -321,13 +340,28 @@ impl Validator<'_> {
             );
         }
         let lease_ttl = etcd.lease_ttl.unwrap_or(Duration::from_secs(10));
-        if lease_ttl < Duration::from_secs(2) {
-            self.problem("etcd.lease_ttl", "must be at least 2s (etcd's minimum)");
-        }
+        self.span("etcd.lease_ttl", Some(lease_ttl), bounds::ETCD_LEASE_TTL);
+        self.span(
+            "etcd.dial_timeout",
+            etcd.dial_timeout,
+            bounds::ETCD_DIAL_TIMEOUT,
+        );
+        self.span(
+            "etcd.retry_delay",
+            etcd.retry_delay,
+            bounds::ETCD_RETRY_DELAY,
+        );
         let rollout_slots = etcd.rollout_slots.unwrap_or(1);
-        if rollout_slots == 0 {
-            self.problem("etcd.rollout_slots", "must be at least 1");
-        }
+        self.count(
+            "etcd.rollout_slots",
+            Some(rollout_slots as u64),
+            bounds::ETCD_ROLLOUT_SLOTS,
+        );
+        self.count(
+            "etcd.history",
+            etcd.history.map(|h| h as u64),
+            bounds::ETCD_HISTORY,
+        );
         let tls = etcd.tls.as_ref();
         let mut file = |key: &str, path: &Option<PathBuf>| {
             if let Some(p) = path
@@ -422,6 +456,7 @@ impl Validator<'_> {
         registry: Option<&str>,
     ) -> Result<ServiceSpec, (String, String)> {
         let bad = |field: &str, problem: String| (field.to_owned(), problem);
+        service_bounds(s)?;
         let image = match (registry, ImageRef::parse(&s.image)) {
             // die-net's --registry: a name without a registry host is looked up there.
             (Some(host), Ok(_))
@@ -608,6 +643,53 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// The ranges of a service's own durations and counts, checked before the core types see them.
+fn service_bounds(s: &RawService) -> Result<(), (String, String)> {
+    let span = |field: &str, value: Option<Duration>, span: Span| match value {
+        Some(v) => span.check(v).map_err(|p| (field.to_owned(), p)),
+        None => Ok(()),
+    };
+    let count = |field: &str, value: Option<u64>, count: Count| match value {
+        Some(v) => count.check(v).map_err(|p| (field.to_owned(), p)),
+        None => Ok(()),
+    };
+    count("replicas", s.replicas.map(u64::from), bounds::REPLICAS)?;
+    span("timeouts.fetch", s.timeouts.fetch, bounds::FETCH)?;
+    span("timeouts.start", s.timeouts.start, bounds::START)?;
+    span("timeouts.stop", s.timeouts.stop, bounds::STOP)?;
+    span("timeouts.drain", s.timeouts.drain, bounds::DRAIN)?;
+    if let Some(p) = &s.proxy {
+        count(
+            "proxy.max_surge",
+            p.max_surge.map(u64::from),
+            bounds::MAX_SURGE,
+        )?;
+        count("proxy.workers", p.workers.map(u64::from), bounds::WORKERS)?;
+    }
+    if let Some(h) = &s.health {
+        span("health.interval", h.interval, bounds::HEALTH_INTERVAL)?;
+        span("health.timeout", h.timeout, bounds::HEALTH_TIMEOUT)?;
+        span("health.deadline", h.deadline, bounds::HEALTH_DEADLINE)?;
+        span("health.watch", h.watch, bounds::HEALTH_WATCH)?;
+        count(
+            "health.healthy_threshold",
+            h.healthy_threshold.map(u64::from),
+            bounds::HEALTHY_THRESHOLD,
+        )?;
+        count(
+            "health.status",
+            h.status.map(u64::from),
+            bounds::HEALTH_STATUS,
+        )?;
+    }
+    if let Some(r) = &s.retry {
+        span("retry.initial", r.initial, bounds::RETRY_INITIAL)?;
+        span("retry.max", r.max, bounds::RETRY_MAX)?;
+        count("retry.retries", r.retries.map(u64::from), bounds::RETRIES)?;
+    }
+    count("memory_bytes", s.memory_bytes, bounds::MEMORY_BYTES)
 }
 
 fn health(h: &super::raw::RawHealth, strategy: &Strategy) -> Result<HealthCheck, (String, String)> {

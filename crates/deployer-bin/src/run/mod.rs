@@ -64,6 +64,10 @@ pub async fn run(
     overrides: &Overrides,
     log: Option<LogFormat>,
 ) -> Result<(), Exit> {
+    // Before anything else: until then SIGHUP, SIGTERM and SIGINT would end the process.
+    let signals = signals::Signals::install()
+        .map_err(|e| Exit::failure(anyhow!("cannot listen for signals: {e}")))?;
+    let termination = signals::Termination::from(&signals);
     let (settings, adapters, credentials) = load(path, overrides)?;
     logging::init(log.unwrap_or(settings.log_format));
     for warning in &settings.warnings {
@@ -91,19 +95,26 @@ pub async fn run(
     let adopted = deployer_docker::discover_adopted(&docker, &services, switcher.scope())
         .await
         .map_err(|e| unavailable("listing containers to adopt", &e))?;
-    switcher
-        .bind_proxies(&services)
-        .await
-        .map_err(|e| unavailable("binding the services' proxies", &e))?;
-
-    if let Some(dir) = settings.docker.journal.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| unavailable(&format!("creating {}", dir.display()), &e))?;
+    // One by one, so an address in use is blamed on its key.
+    for (n, spec) in services.iter().enumerate() {
+        if let Err(e) = switcher.bind_proxies(std::slice::from_ref(spec)).await {
+            let listen = spec.strategy().handover().map(|h| h.listen().to_string());
+            return Err(Exit::unavailable_at(
+                &format!("service[{n}].proxy.listen"),
+                listen.unwrap_or_default(),
+                &e,
+            ));
+        }
     }
-    let journal = Arc::new(
-        RedbJournal::open(&settings.docker.journal)
-            .map_err(|e| unavailable("opening the journal", &e))?,
-    );
+
+    let journal_path = &settings.docker.journal;
+    let journal_error = |e: &dyn std::error::Error| {
+        Exit::unavailable_at("docker.journal", journal_path.display(), e)
+    };
+    if let Some(dir) = journal_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| journal_error(&e))?;
+    }
+    let journal = Arc::new(RedbJournal::open(journal_path).map_err(|e| journal_error(&e))?);
 
     let etcd = match &adapters.etcd {
         Some(config) => Some(
@@ -175,7 +186,7 @@ pub async fn run(
         adapters.webhooks.clone(),
         metrics.clone(),
     )
-    .map_err(|e| unavailable("webhook listener", &e))?;
+    .map_err(|e| Exit::unavailable_at("webhooks.listen", settings.webhooks.listen, &e))?;
     driver = driver.with_trigger(Arc::new(webhooks));
     let poll_config = adapters.poll.unwrap_or_default();
     if let Some(poll) = &adapters.poll {
@@ -183,8 +194,8 @@ pub async fn run(
             PollTrigger::for_driver(&handle, *poll).map_err(|e| bad_config(&e))?,
         ));
     }
-    let hangup =
-        SignalTrigger::hangup_for_driver(&handle, &poll_config).map_err(|e| bad_config(&e))?;
+    let hangup = SignalTrigger::hangup_stream_for_driver(&handle, &poll_config, signals.hangup)
+        .map_err(|e| bad_config(&e))?;
     driver = driver.with_trigger(Arc::new(hangup));
 
     let admin = admin_router(
@@ -196,7 +207,7 @@ pub async fn run(
     .map_err(|e| bad_config(&e))?;
     let listener = deployer_http::serve::bind(settings.admin.listen)
         .await
-        .map_err(|e| unavailable("admin listener", &e))?;
+        .map_err(|e| Exit::unavailable_at("admin.listen", settings.admin.listen, &e))?;
     tracing::info!(addr = %settings.admin.listen, "admin API listening");
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_task = tokio::spawn(deployer_http::serve(
@@ -216,7 +227,7 @@ pub async fn run(
         adoptions_stopped,
     ));
 
-    driver.run(signals::terminated()).await;
+    driver.run(termination.terminated()).await;
     stop_adoptions.fire();
     let _ = adoptions.await;
 

@@ -219,3 +219,48 @@ async fn help_works_for_every_subcommand_and_bad_flags_exit_64() -> anyhow::Resu
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn devices_and_huge_files_are_refused_without_being_read() -> anyhow::Result<()> {
+    // `config check /dev/urandom` once read forever.
+    let out = check(Path::new("/dev/urandom")).await?;
+    assert_eq!(out.code, Some(64), "{out}");
+    assert_eq!(
+        out.stderr, "deployer: /dev/urandom: cannot read the config file: not a regular file\n",
+        "{out}"
+    );
+    let dir = tempfile::tempdir()?;
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, format!("{BASE}{}", "#\n".repeat(1 << 20)))?;
+    let out = check(&big).await?;
+    assert_eq!(out.code, Some(64), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: cannot read the config file: 2097378 bytes: larger than the limit of 1024 KiB",
+            big.display()
+        )),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn durations_and_counts_run_cannot_hold_are_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = BASE.replace(
+        "container_port = 8080\n",
+        "container_port = 8080\n\n[service.health]\ninterval = \"18446744073709551615s\"\n",
+    );
+    let file = write(dir.path(), "forever.toml", &text);
+    let out = check(&file).await?;
+    assert_eq!(out.code, Some(64), "{out}");
+    assert_eq!(
+        out.stderr,
+        format!(
+            "deployer: {}:18:12: service[0].health.interval: must be from 10ms to 1h, not 18446744073709551615s\n",
+            file.display()
+        ),
+        "{out}"
+    );
+    Ok(())
+}

@@ -514,3 +514,169 @@ async fn a_failed_rollback_is_shown_by_deploy_and_history() -> anyhow::Result<()
     assert!(lines[1].ends_with(&format!("1.5s  {why}")), "{out}");
     Ok(())
 }
+
+/// Sends `signal` (`HUP`, `TERM`, ...) to process `pid`.
+fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sighup_while_starting_does_not_end_the_daemon_and_sigterm_still_stops_it()
+-> anyhow::Result<()> {
+    // A stand-in Docker engine that accepts and never answers: the daemon stays in its start,
+    // where no signal handler used to exist, so a SIGHUP ended it.
+    let engine = TcpListener::bind("127.0.0.1:0")?;
+    let engine_addr = engine.local_addr()?;
+    let (connected_tx, connected) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in engine.incoming().flatten() {
+            held.push(stream);
+            let _ = connected_tx.send(());
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    let (_webhooks, webhooks) = hold_port()?;
+    let (_admin, admin) = hold_port()?;
+    let file = dir.path().join("deployer.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[webhooks]\nlisten = \"127.0.0.1:{webhooks}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+             [docker]\nendpoint = \"tcp://{engine_addr}\"\njournal = \"{}\"\n",
+            dir.path().join("journal.redb").display()
+        ),
+    )?;
+    let mut child = command(&["run", "--config"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let started = connected.recv_timeout(std::time::Duration::from_secs(30));
+    if started.is_err() {
+        let _ = child.kill();
+    }
+    started.map_err(|_| anyhow::anyhow!("the daemon never reached the Docker engine"))?;
+    send_signal(pid, "HUP")?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let alive = child.try_wait()?;
+    if alive.is_some() {
+        let out = child.wait_with_output()?;
+        anyhow::bail!(
+            "SIGHUP ended the daemon: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    send_signal(pid, "TERM")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("SIGTERM did not stop the starting daemon within 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .map(|mut e| e.read_to_string(&mut stderr));
+    assert_eq!(status.code(), Some(0), "{status:?}\n{stderr}");
+    assert!(
+        stderr.contains("SIGTERM received while starting"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// A stand-in Docker engine that says it runs API 1.41 and has no containers: enough for
+/// `run` to get past the engine to its listeners and journal.
+fn empty_engine() -> anyhow::Result<std::net::SocketAddr> {
+    let engine = TcpListener::bind("127.0.0.1:0")?;
+    let addr = engine.local_addr()?;
+    std::thread::spawn(move || {
+        for mut stream in engine.incoming().flatten() {
+            let mut reader = BufReader::new(match stream.try_clone() {
+                Ok(s) => s,
+                Err(_) => continue,
+            });
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = if request_line.contains("/version") {
+                r#"{"ApiVersion":"1.41","MinAPIVersion":"1.12","Version":"20.10.24"}"#
+            } else {
+                "[]"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn a_port_in_use_or_an_unusable_journal_exits_69_naming_the_key_and_value()
+-> anyhow::Result<()> {
+    let engine = empty_engine()?;
+    let dir = tempfile::tempdir()?;
+    let journal = dir.path().join("journal.redb");
+    let (_taken, taken) = hold_port()?;
+    let free = || hold_port().map(|(_, port)| port);
+    let config = |webhooks: u16, admin: u16, proxy: u16, journal: &std::path::Path| {
+        format!(
+            "[webhooks]\nlisten = \"127.0.0.1:{webhooks}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+             [docker]\nendpoint = \"tcp://{engine}\"\njournal = \"{}\"\n\n\
+             [[service]]\nname = \"web\"\nimage = \"127.0.0.1:5000/demo/app:latest\"\n\
+             [service.proxy]\nlisten = \"127.0.0.1:{proxy}\"\ncontainer_port = 8080\n",
+            journal.display()
+        )
+    };
+    let cases = [
+        (
+            config(free()?, free()?, taken, &journal),
+            format!("service[0].proxy.listen = 127.0.0.1:{taken}: "),
+        ),
+        (
+            config(free()?, free()?, free()?, dir.path()),
+            format!("docker.journal = {}: ", dir.path().display()),
+        ),
+        (
+            config(taken, free()?, free()?, &journal),
+            format!("webhooks.listen = 127.0.0.1:{taken}: "),
+        ),
+        (
+            config(free()?, taken, free()?, &journal),
+            format!("admin.listen = 127.0.0.1:{taken}: "),
+        ),
+    ];
+    for (n, (text, expected)) in cases.into_iter().enumerate() {
+        let file = dir.path().join(format!("deployer-{n}.toml"));
+        std::fs::write(&file, text)?;
+        let out = deployer(&["run", "--config", file.to_str().expect("UTF-8")]).await?;
+        assert_eq!(out.code, Some(69), "{expected}\n{out}");
+        assert!(
+            out.stderr.contains(&expected),
+            "{expected:?} missing\n{out}"
+        );
+    }
+    Ok(())
+}

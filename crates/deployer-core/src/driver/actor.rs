@@ -79,7 +79,7 @@ pub(crate) async fn run(
         let mut told_to_stop = false;
         let mut desired_open = true;
         let mut resync = resync.map(|every| {
-            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+            let mut ticks = tokio::time::interval_at(crate::deadline::after(Instant::now(), every), every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks
         });

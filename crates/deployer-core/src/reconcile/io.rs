@@ -83,8 +83,8 @@ impl Op {
             Self::Fetch { .. } => Some(t.fetch),
             Self::Start(_) => Some(t.start),
             Self::Probe(_) => Some(spec.health().timeout()),
-            Self::Retire(_) => Some(t.drain + t.stop + QUICK),
-            Self::Remove(_) => Some(t.stop + QUICK),
+            Self::Retire(_) => Some(t.drain.saturating_add(t.stop).saturating_add(QUICK)),
+            Self::Remove(_) => Some(t.stop.saturating_add(QUICK)),
             Self::Observe { .. } | Self::Journal(_) | Self::Promote(_) | Self::Halt { .. } => {
                 Some(QUICK)
             }

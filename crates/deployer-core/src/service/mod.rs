@@ -10,6 +10,6 @@ mod template;
 pub use error::SpecError;
 pub use health::{DEFAULT_WATCH, HealthCheck, Probe};
 pub use name::ServiceName;
-pub use spec::{ServiceSpec, ServiceSpecBuilder, Timeouts};
+pub use spec::{MAX_REPLICAS, ServiceSpec, ServiceSpecBuilder, Timeouts};
 pub use strategy::{Handover, ProxyProtocol, Strategy};
 pub use template::{BuildSpec, ContainerTemplate};

@@ -6,6 +6,10 @@ use super::{BuildSpec, ContainerTemplate, HealthCheck, ServiceName, SpecError, S
 use crate::backoff::Backoff;
 use crate::image::ImageRef;
 
+/// Most replicas of one service: each slot is planned and tracked, so an absurd count would
+/// exhaust memory before anything started.
+pub const MAX_REPLICAS: u32 = 64;
+
 /// Bounds on the slow steps of a deploy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeouts {
@@ -168,7 +172,7 @@ impl ServiceSpecBuilder {
         self
     }
 
-    /// Containers that serve at once (at least 1).
+    /// Containers that serve at once (1 to [`MAX_REPLICAS`]).
     pub fn replicas(mut self, replicas: u32) -> Self {
         self.replicas = replicas;
         self
@@ -201,8 +205,11 @@ impl ServiceSpecBuilder {
     /// Validates everything and builds the spec.
     pub fn build(self) -> Result<ServiceSpec, SpecError> {
         let name = ServiceName::new(&self.name)?;
-        if self.replicas == 0 {
-            return Err(SpecError::invalid("replicas", "must be at least 1"));
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(SpecError::invalid(
+                "replicas",
+                format!("must be from 1 to {MAX_REPLICAS}"),
+            ));
         }
         if matches!(self.strategy, Strategy::Stop) && self.build.is_some() {
             return Err(SpecError::invalid(
@@ -260,6 +267,14 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(err.field, "replicas");
+        let err = ServiceSpec::builder("web", image())
+            .replicas(1_000_000_000)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            (err.field.as_ref(), err.problem.as_str()),
+            ("replicas", "must be from 1 to 64")
+        );
         let timeouts = Timeouts {
             start: Duration::ZERO,
             ..Timeouts::default()

@@ -508,8 +508,12 @@ impl DockerSwitcher {
         container: &str,
         grace: Duration,
     ) -> Result<(), bollard::errors::Error> {
-        let t = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
-            .unwrap_or(i32::MAX);
+        let t = i32::try_from(
+            grace
+                .as_secs()
+                .saturating_add(u64::from(grace.subsec_nanos() > 0)),
+        )
+        .unwrap_or(i32::MAX);
         let options = StopContainerOptions {
             t: Some(t),
             ..Default::default()

@@ -4,16 +4,29 @@
 use serde_json::{Value, json};
 
 use super::codes;
+use super::routes::HISTORY_DEFAULT;
 
-/// The OpenAPI 3.0 document served at `/api/v1/openapi.json`.
+/// The OpenAPI 3.0 document served at `/api/v1/openapi.json`, for the default
+/// [`AdminConfig`](crate::config::AdminConfig).
 pub fn openapi_document() -> Value {
+    document(crate::config::AdminConfig::default().max_history)
+}
+
+/// A service name as `ServiceName` accepts it.
+const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$";
+/// A digest as `Digest::parse` accepts it.
+const DIGEST_PATTERN: &str = "^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$";
+
+/// The document, with every bound the server enforces: `max_history` is the `limit` maximum.
+pub(super) fn document(max_history: usize) -> Value {
     let error = |description: &str| {
         json!({"description": description,
                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
     };
     let ok = |description: &str, schema: Value| json!({"description": description, "content": {"application/json": {"schema": schema}}});
-    let name =
-        json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
+    let name = json!({"name": "name", "in": "path", "required": true,
+                      "description": "A service name; any other string is 404",
+                      "schema": {"type": "string", "minLength": 1}});
     let unauthorized = error("Missing or wrong bearer token");
     json!({
         "openapi": "3.0.3",
@@ -34,24 +47,34 @@ pub fn openapi_document() -> Value {
                                                            codes::IMAGE_NOT_FOUND, codes::IMAGE_UNAUTHORIZED, codes::REGISTRY_UNREACHABLE,
                                                            codes::ENGINE_UNREACHABLE, codes::BUILD_FAILED, codes::IMAGE_FAILED,
                                                            codes::COORDINATOR_UNAVAILABLE, codes::COORDINATOR_CORRUPT]}}},
-                "Service": {"type": "object", "properties": {
+                "Service": {"type": "object",
+                    "required": ["name", "image", "strategy", "replicas", "proxy", "state", "live", "generation",
+                                 "target", "message", "endpoint", "updated_at", "last_report"],
+                    "properties": {
                     "name": {"type": "string"}, "image": {"type": "string"},
                     "strategy": {"type": "string", "enum": ["handover", "recreate", "stop"]},
-                    "replicas": {"type": "integer"}, "proxy": {"type": "string", "nullable": true},
-                    "state": {"type": "string"}, "live": {"type": "string", "nullable": true},
+                    "replicas": {"type": "integer", "minimum": 1, "maximum": deployer_core::service::MAX_REPLICAS},
+                    "proxy": {"type": "string", "nullable": true},
+                    "state": {"$ref": "#/components/schemas/State"}, "live": {"type": "string", "nullable": true},
                     "generation": {"type": "integer", "nullable": true},
                     "target": {"type": "string", "nullable": true},
                     "message": {"type": "string", "nullable": true},
                     "endpoint": {"type": "string", "nullable": true},
                     "updated_at": {"type": "integer"},
                     "last_report": {"allOf": [{"$ref": "#/components/schemas/DeployReport"}], "nullable": true}}},
-                "ServiceStatus": {"type": "object", "properties": {
+                "State": {"type": "string", "enum": ["recovering", "idle", "queued", "fetching", "waiting_for_slot",
+                    "starting", "probing", "promoting", "watching", "draining", "rolling_back", "degraded", "backoff",
+                    "halted", "failed", "stopped"]},
+                "ServiceStatus": {"type": "object", "required": ["service", "node", "image", "state", "updated_at"],
+                    "properties": {
                     "service": {"type": "string"}, "node": {"type": "string"}, "image": {"type": "string"},
-                    "state": {"type": "string"}, "live": {"type": "string", "nullable": true},
+                    "state": {"$ref": "#/components/schemas/State"}, "live": {"type": "string", "nullable": true},
                     "generation": {"type": "integer", "nullable": true}, "target": {"type": "string", "nullable": true},
                     "endpoint": {"type": "string", "nullable": true}, "message": {"type": "string", "nullable": true},
                     "updated_at": {"type": "integer"}}},
-                "DeployReport": {"type": "object", "properties": {
+                "DeployReport": {"type": "object",
+                    "required": ["service", "node", "image", "outcome", "started_at", "finished_at", "duration_ms"],
+                    "properties": {
                     "service": {"type": "string"}, "node": {"type": "string"}, "image": {"type": "string"},
                     "outcome": {"type": "string", "enum": ["started", "succeeded", "rolled_back", "failed", "superseded", "skipped"]},
                     "from": {"type": "string", "nullable": true}, "to": {"type": "string", "nullable": true},
@@ -61,10 +84,17 @@ pub fn openapi_document() -> Value {
                     "started_at": {"type": "integer"}, "finished_at": {"type": "integer"}}},
                 "PublishOutcome": {"type": "object", "required": ["outcome"], "properties": {
                     "outcome": {"type": "string", "enum": ["published", "unchanged", "stale"]},
-                    "target": {"type": "object"}, "current": {"type": "object"}, "reason": {"type": "string"}}},
-                "DeployRequest": {"type": "object", "properties": {
-                    "image": {"type": "string", "description": "Another tag or a digest reference of the tracked repository"},
-                    "digest": {"type": "string", "description": "A digest of the tracked repository (sha256:...)"}}}
+                    "target": {"type": "object", "description": "With published and unchanged"},
+                    "current": {"type": "object", "description": "With stale"},
+                    "reason": {"type": "string", "description": "With stale"}}},
+                "DeployRequest": {"type": "object", "additionalProperties": false,
+                    "description": "Give image or digest, not both; an empty object or no body re-resolves the tracked tag",
+                    "not": {"required": ["image", "digest"]},
+                    "properties": {
+                    "image": {"type": "string", "minLength": 1,
+                              "description": "Another tag or a digest reference of the tracked repository"},
+                    "digest": {"type": "string", "pattern": DIGEST_PATTERN,
+                               "description": "A digest of the tracked repository (sha256:...)"}}}
             }
         },
         "security": [{"bearer": []}],
@@ -107,8 +137,11 @@ pub fn openapi_document() -> Value {
                               "503": error("Coordinator unavailable")}}},
             "/api/v1/history": {"get": {"summary": "Deploy reports, newest first",
                 "parameters": [
-                    {"name": "service", "in": "query", "required": false, "schema": {"type": "string"}},
-                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "default": 50}}],
+                    {"name": "service", "in": "query", "required": false,
+                     "description": "Only this service's reports (empty: every service)",
+                     "schema": {"type": "string", "maxLength": 63, "pattern": format!("^$|{NAME_PATTERN}")}},
+                    {"name": "limit", "in": "query", "required": false,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": max_history, "default": HISTORY_DEFAULT.min(max_history)}}],
                 "responses": {"200": ok("Reports", json!({"type": "object", "properties": {
                     "reports": {"type": "array", "items": {"$ref": "#/components/schemas/DeployReport"}}}})),
                               "400": error("Bad limit or service name"), "401": unauthorized,
@@ -160,6 +193,26 @@ mod tests {
             .into_iter()
             .map(|r| (r.method.to_string(), r.path.to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_document_carries_the_bounds_the_server_enforces() {
+        let doc = document(7);
+        let history = &doc["paths"]["/api/v1/history"]["get"]["parameters"];
+        assert_eq!(history[1]["schema"]["maximum"], 7, "limit: 1..=max_history");
+        assert_eq!(history[0]["schema"]["maxLength"], 63);
+        let deploy = &doc["components"]["schemas"]["DeployRequest"];
+        assert_eq!(
+            deploy["additionalProperties"], false,
+            "unknown fields are 400"
+        );
+        assert_eq!(deploy["properties"]["image"]["minLength"], 1);
+        assert_eq!(deploy["properties"]["image"].get("nullable"), None);
+        assert_eq!(deploy["properties"]["digest"]["pattern"], DIGEST_PATTERN);
+        assert_eq!(
+            openapi_document()["paths"]["/api/v1/history"]["get"]["parameters"][1]["schema"]["maximum"],
+            1000
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::body::{media_type, read_body, unsupported_media_type};
 use crate::metrics::{CONTENT_TYPE, ScrapeSources};
 
 /// Default number of history entries.
-const HISTORY_DEFAULT: usize = 50;
+pub(super) const HISTORY_DEFAULT: usize = 50;
 /// Bound on receiving a deploy request's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,8 +100,8 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
-async fn openapi() -> Json<Value> {
-    Json(super::openapi_document())
+async fn openapi(State(admin): State<Arc<Admin>>) -> Json<Value> {
+    Json(super::openapi::document(admin.max_history))
 }
 
 /// A service as the API shows it.
@@ -264,6 +264,9 @@ async fn deploy(
     Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
 }
 
+/// The fields a deploy body may have.
+pub(super) const DEPLOY_FIELDS: &[&str] = &["image", "digest"];
+
 /// The image a deploy body asks for: `{"image": "repo:tag"}`, `{"digest": "sha256:..."}` or `{}`.
 fn deploy_image(body: &[u8], tracked: &ImageRef) -> Result<Option<ImageRef>, ApiError> {
     let value: Value = serde_json::from_slice(body)
@@ -271,9 +274,17 @@ fn deploy_image(body: &[u8], tracked: &ImageRef) -> Result<Option<ImageRef>, Api
     let Some(object) = value.as_object() else {
         return Err(ApiError::bad_request("body", "expected a JSON object"));
     };
+    // A misspelt field must not silently turn a deploy of another build into a redeploy of
+    // the tracked tag.
+    if let Some(unknown) = object.keys().find(|k| !DEPLOY_FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(
+            unknown,
+            "unknown field; a deploy body takes image or digest",
+        ));
+    }
     let text = |field: &str| -> Result<Option<&str>, ApiError> {
         match object.get(field) {
-            None | Some(Value::Null) => Ok(None),
+            None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.as_str())),
             Some(_) => Err(ApiError::bad_request(field, "expected a string")),
         }
@@ -442,6 +453,41 @@ pub(crate) mod tests {
             .await
             .expect("body");
         (status, serde_json::from_slice(&body).expect("JSON body"))
+    }
+
+    #[tokio::test]
+    async fn a_deploy_body_with_an_unknown_or_null_field_is_400_and_deploys_nothing() {
+        let (router, images, _) = router(true);
+        for (body, error) in [
+            (
+                r#"{"foo":1}"#,
+                "foo: unknown field; a deploy body takes image or digest",
+            ),
+            (
+                r#"{"digest":"sha256:00","imagee":"x"}"#,
+                "imagee: unknown field; a deploy body takes image or digest",
+            ),
+            (r#"{"image":null}"#, "image: expected a string"),
+            (r#"{"digest":null}"#, "digest: expected a string"),
+        ] {
+            let request = Request::post("/api/v1/services/web/deploy")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .expect("request");
+            let response = router.clone().oneshot(request).await.expect("answer");
+            let status = response.status();
+            let answer = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let answer: Value = serde_json::from_slice(&answer).expect("JSON");
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+            assert_eq!(answer["error"], error, "{body}");
+        }
+        assert_eq!(
+            images.resolves(),
+            0,
+            "nothing was resolved, so nothing deployed"
+        );
     }
 
     #[tokio::test]

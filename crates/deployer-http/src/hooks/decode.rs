@@ -7,6 +7,12 @@ use deployer_core::{Digest, ImageRef, Timestamp};
 use super::json::{Field, Json};
 use super::{Sender, dockerhub, generic, github, harbor, quay, registry};
 
+/// Most entries (Harbor resources, Quay tags, registry events) one request may carry. Far
+/// below the event queue (1,024 by default), so one request can never fill it: a longer one
+/// is refused whole with 400, before anything is queued, instead of being queued in part and
+/// answered 503, which made senders retry it forever.
+pub const MAX_ENTRIES: usize = 100;
+
 /// A payload that cannot be used, naming the field at fault (`push_data.tag`, `body`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]

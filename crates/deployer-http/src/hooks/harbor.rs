@@ -1,6 +1,6 @@
 //! Harbor `PUSH_ARTIFACT` webhooks (and Harbor 1.x `pushImage`): one build per tagged resource.
 
-use super::decode::{Build, DecodeContext, DecodeError, Parts, rehost, strip_tag};
+use super::decode::{Build, DecodeContext, DecodeError, MAX_ENTRIES, Parts, rehost, strip_tag};
 use super::json::Field;
 
 /// Event types that announce a push.
@@ -13,7 +13,7 @@ pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Bu
     let time = root.get("occur_at").unix_time();
     let data = root.get("event_data");
     let mut builds = Vec::new();
-    for resource in data.get("resources").items()? {
+    for resource in data.get("resources").items_at_most(MAX_ENTRIES)? {
         let tag_field = resource.get("tag");
         let Some(tag) = tag_field.opt_text()? else {
             continue;

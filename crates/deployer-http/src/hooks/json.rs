@@ -243,6 +243,27 @@ impl<'a> Field<'a> {
         }
     }
 
+    /// Refuses an array or object of more than `max` entries, before any entry is looked at.
+    pub(crate) fn at_most(&self, max: usize) -> Result<(), DecodeError> {
+        let len = match self.value() {
+            Some(Json::Array(items)) => items.len(),
+            Some(Json::Object(members)) => members.len(),
+            _ => 0,
+        };
+        if len > max {
+            return Err(self.error(format!(
+                "{len} entries; at most {max} are taken in one request"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The elements of an array that must be there and hold at most `max` of them.
+    pub(crate) fn items_at_most<'s>(&'s self, max: usize) -> Result<Vec<Field<'s>>, DecodeError> {
+        self.at_most(max)?;
+        self.items()
+    }
+
     /// The keys of an object, or nothing when this is not an object.
     pub(crate) fn keys(&self) -> Option<Vec<&'a str>> {
         match self.value()? {
@@ -303,6 +324,12 @@ mod tests {
         assert_eq!(err.to_string(), "events[1].target.tag: missing");
         assert_eq!(root.error("x").field, "body");
         assert!(root.get("nope").items().is_err());
+        let err = root.get("events").items_at_most(1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "events: 2 entries; at most 1 are taken in one request"
+        );
+        assert_eq!(root.get("events").items_at_most(2).unwrap().len(), 2);
         assert!(root.get("events").get("x").opt_str().unwrap().is_none());
     }
 

@@ -1,7 +1,7 @@
 //! Quay `repo_push` notifications: one build per entry of `updated_tags` (a list; very old
 //! senders send a map tag -> image id).
 
-use super::decode::{Build, DecodeContext, DecodeError, Parts, rehost, strip_tag};
+use super::decode::{Build, DecodeContext, DecodeError, MAX_ENTRIES, Parts, rehost, strip_tag};
 use super::json::Field;
 
 pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Build>, DecodeError> {
@@ -14,6 +14,7 @@ pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Bu
     };
     let base = rehost(&base, ctx.registry);
     let tags_field = root.get("updated_tags");
+    tags_field.at_most(MAX_ENTRIES)?;
     let tag_fields = match tags_field.keys() {
         Some(keys) => keys.into_iter().map(|k| (tags_field.get(k), k)).collect(),
         None => tags_field

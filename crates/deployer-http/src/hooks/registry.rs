@@ -30,7 +30,10 @@ const MANIFEST_TYPES: &[&str] = &[
 
 pub(crate) fn decode(root: &Field<'_>, ctx: &DecodeContext<'_>) -> Result<Vec<Build>, DecodeError> {
     let mut builds = Vec::new();
-    for event in root.get("events").items()? {
+    for event in root
+        .get("events")
+        .items_at_most(super::decode::MAX_ENTRIES)?
+    {
         if event.get("action").opt_str()? != Some("push") {
             continue;
         }

@@ -744,3 +744,46 @@ async fn a_path_token_that_does_not_decode_is_401() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn a_request_with_more_entries_than_the_limit_is_refused_whole_before_queuing() {
+    // With the default queue of 1,024, 1,025 Harbor resources once queued about 1,024 events
+    // and then answered 503, so the sender retried the whole request forever.
+    let mut hooks = hooks_with(&config(), 1024);
+    let harbor = |n: usize| {
+        let resource = json!({"digest": DIGEST, "tag": "latest",
+                              "resource_url": "hub.example.com/ns/debian:latest"});
+        let body = json!({"type": "PUSH_ARTIFACT", "occur_at": 1586922308,
+                          "event_data": {"resources": vec![resource; n],
+                                         "repository": {"repo_full_name": "ns/debian"}}});
+        json_post("/hooks/harbor", Some(TOKEN), body.to_string())
+    };
+    let (status, _, answer) = send(&hooks.router, harbor(1025)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "event_data.resources: 1025 entries; at most 100 are taken in one request"
+    );
+    assert!(hooks.drain().is_empty(), "nothing was queued");
+    let (status, _, answer) = send(&hooks.router, harbor(100)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert!(!hooks.drain().is_empty(), "100 entries are taken");
+
+    let quay = format!("/hooks/quay/{PATH_TOKEN}");
+    let tags: Vec<String> = (0..101).map(|n| format!("v{n}")).collect();
+    let list = json!({"repository": "mynamespace/repository", "updated_tags": tags});
+    let (status, _, answer) = send(&hooks.router, json_post(&quay, None, list.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "updated_tags: 101 entries; at most 100 are taken in one request"
+    );
+    let map: serde_json::Map<String, serde_json::Value> = tags
+        .iter()
+        .map(|t| (t.clone(), json!("0123abcd")))
+        .collect();
+    let legacy = json!({"repository": "mynamespace/repository", "updated_tags": map});
+    let (status, _, answer) = send(&hooks.router, json_post(&quay, None, legacy.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(hooks.drain().is_empty(), "nothing was queued");
+}

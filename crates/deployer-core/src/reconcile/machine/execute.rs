@@ -43,7 +43,7 @@ impl Machine {
             Some(Action::Probe(id)) => {
                 plan.probe = Some(ProbeState {
                     id: *id,
-                    deadline: now + self.spec.health().deadline(),
+                    deadline: crate::deadline::after(now, self.spec.health().deadline()),
                     successes: 0,
                     waiting: false,
                 });
@@ -57,7 +57,7 @@ impl Machine {
                 };
                 plan.watching = Some(WatchState {
                     ids: ids.clone(),
-                    until: now + self.spec.health().watch(),
+                    until: crate::deadline::after(now, self.spec.health().watch()),
                     since: now,
                     next: 0,
                     failures: 0,
@@ -117,7 +117,7 @@ impl Machine {
                     Health::Healthy => {
                         probe.successes += 1;
                         if probe.successes < self.spec.health().healthy_threshold() {
-                            let at = now + self.spec.health().interval();
+                            let at = crate::deadline::after(now, self.spec.health().interval());
                             probe.waiting = true;
                             self.phase = Phase::Executing(plan);
                             return self.wake_at(at, fx);
@@ -149,7 +149,8 @@ impl Machine {
                                 ),
                             ))
                         } else {
-                            let at = (now + self.spec.health().interval()).min(probe.deadline);
+                            let at = crate::deadline::after(now, self.spec.health().interval())
+                                .min(probe.deadline);
                             probe.waiting = true;
                             self.phase = Phase::Executing(plan);
                             return self.wake_at(at, fx);
@@ -178,7 +179,8 @@ impl Machine {
                     None => {
                         watch.failures = 0;
                         watch.next = (watch.next + 1) % watch.ids.len();
-                        let at = (now + self.spec.health().interval()).min(watch.until);
+                        let at = crate::deadline::after(now, self.spec.health().interval())
+                            .min(watch.until);
                         watch.waiting = true;
                         self.phase = Phase::Executing(plan);
                         return self.wake_at(at, fx);
@@ -194,7 +196,7 @@ impl Machine {
                         } else {
                             // Retried at the interval, even past the period's end: the watch
                             // ends on a healthy answer.
-                            let at = now + self.spec.health().interval();
+                            let at = crate::deadline::after(now, self.spec.health().interval());
                             watch.waiting = true;
                             self.phase = Phase::Executing(plan);
                             return self.wake_at(at, fx);

@@ -18,7 +18,7 @@ impl Machine {
         self.attempts += 1;
         let retry = self.spec.retry();
         if retry.allows(self.attempts) {
-            let until = now + retry.delay(self.attempts);
+            let until = crate::deadline::after(now, retry.delay(self.attempts));
             self.phase = Phase::Backoff {
                 until,
                 next,
