@@ -38,6 +38,12 @@ pub enum App {
         /// Uptime before the crash.
         after: Duration,
     },
+    /// Like `Http`, but `/` answers 500 (a CGI script): healthy by its probe, failing every
+    /// client.
+    ServerErrors {
+        /// Body of the 500 answer.
+        version: String,
+    },
     /// Runs forever without listening: never becomes healthy.
     NeverHealthy,
     /// Exits with status 1 at once.
@@ -60,7 +66,7 @@ impl App {
     fn command(&self) -> String {
         let httpd = format!("exec httpd -f -p {HTTP_PORT} -h /www");
         let cmd = match self {
-            Self::Http { .. } => httpd,
+            Self::Http { .. } | Self::ServerErrors { .. } => httpd,
             Self::SlowHttp { boot, .. } => format!("sleep {} && {httpd}", boot.as_secs_f32()),
             Self::CrashingHttp { after, .. } => format!(
                 "httpd -f -p {HTTP_PORT} -h /www & sleep {} && exit 1",
@@ -78,6 +84,7 @@ impl App {
             Self::Http { version }
             | Self::SlowHttp { version, .. }
             | Self::CrashingHttp { version, .. }
+            | Self::ServerErrors { version }
             | Self::Tcp { version } => version,
             Self::NeverHealthy | Self::ExitsAtStart => "none",
         }
@@ -145,6 +152,16 @@ pub async fn build(docker: &Docker, tag: &str, spec: &ImageSpec) -> anyhow::Resu
     }
 }
 
+fn nonce() -> String {
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{nanos}-{n}\n", std::process::id())
+}
+
 fn context(spec: &ImageSpec) -> anyhow::Result<Vec<u8>> {
     let busybox = std::fs::read(BUSYBOX).with_context(|| {
         format!("{BUSYBOX} not found: install Debian's busybox-static (the test script does this)")
@@ -173,15 +190,26 @@ fn context(spec: &ImageSpec) -> anyhow::Result<Vec<u8>> {
     add("Dockerfile", 0o644, dockerfile.as_bytes())?;
     add("rootfs/bin/busybox", 0o755, &busybox)?;
     add("rootfs/bin/tcp-app", 0o755, tcp_app.as_bytes())?;
-    add(
-        "rootfs/www/index.html",
-        0o644,
-        format!("{version}\n").as_bytes(),
-    )?;
+    if let App::ServerErrors { .. } = spec.app {
+        // busybox httpd runs cgi-bin/index.cgi for `/` when there is no index.html.
+        let script = format!(
+            "#!/bin/sh\nprintf 'HTTP/1.0 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\n{version}\\n'\n"
+        );
+        add("rootfs/www/cgi-bin/index.cgi", 0o755, script.as_bytes())?;
+    } else {
+        add(
+            "rootfs/www/index.html",
+            0o644,
+            format!("{version}\n").as_bytes(),
+        )?;
+    }
     add("rootfs/www/health", 0o644, b"ok\n")?;
     add("rootfs/tmp/.keep", 0o644, b"")?;
+    // Every build's layer is its own: builds of identical contexts would otherwise share a
+    // cached layer that another test's sweep may delete in the middle of this build.
+    add("rootfs/etc/build-nonce", 0o644, nonce().as_bytes())?;
     for applet in [
-        "sh", "httpd", "sleep", "cat", "wget", "nc", "echo", "env", "true", "false",
+        "sh", "httpd", "sleep", "cat", "wget", "nc", "echo", "env", "true", "false", "printf",
     ] {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Symlink);

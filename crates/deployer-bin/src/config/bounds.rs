@@ -80,6 +80,7 @@ pub(crate) const HEALTH_INTERVAL: Span = span(ms(10), secs(HOUR));
 pub(crate) const HEALTH_TIMEOUT: Span = span(ms(10), secs(HOUR));
 pub(crate) const HEALTH_DEADLINE: Span = span(ms(10), secs(DAY));
 pub(crate) const HEALTH_WATCH: Span = span(Duration::ZERO, secs(DAY));
+pub(crate) const MAX_ERROR_PERCENT: Count = count(0, 100);
 pub(crate) const HEALTHY_THRESHOLD: Count = count(1, 100);
 pub(crate) const HEALTH_STATUS: Count = count(100, 599);
 pub(crate) const RETRY_INITIAL: Span = span(ms(10), secs(HOUR));
@@ -127,6 +128,7 @@ pub(crate) const COUNTS: &[(&str, &str, Count)] = &[
         HEALTHY_THRESHOLD,
     ),
     ("service[].health.{kind", "status", HEALTH_STATUS),
+    ("service[].health.max_error_percent", "", MAX_ERROR_PERCENT),
     ("service[].timeouts.*", "retries", RETRIES),
     ("service[].env", "memory_bytes", MEMORY_BYTES),
 ];

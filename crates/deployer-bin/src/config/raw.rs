@@ -286,6 +286,8 @@ pub struct RawHealth {
     /// How long a promoted build is watched before the old generation is stopped.
     #[serde(default, with = "humantime_serde")]
     pub watch: Option<Duration>,
+    /// During the watch, the percentage of proxied requests that may fail.
+    pub max_error_percent: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -674,6 +674,11 @@ fn service_bounds(s: &RawService) -> Result<(), (String, String)> {
         span("health.deadline", h.deadline, bounds::HEALTH_DEADLINE)?;
         span("health.watch", h.watch, bounds::HEALTH_WATCH)?;
         count(
+            "health.max_error_percent",
+            h.max_error_percent.map(u64::from),
+            bounds::MAX_ERROR_PERCENT,
+        )?;
+        count(
             "health.healthy_threshold",
             h.healthy_threshold.map(u64::from),
             bounds::HEALTHY_THRESHOLD,
@@ -721,7 +726,11 @@ fn health(h: &super::raw::RawHealth, strategy: &Strategy) -> Result<HealthCheck,
         h.deadline.unwrap_or(base.deadline()),
         h.healthy_threshold.unwrap_or(base.healthy_threshold()),
     )
-    .map(|check| check.with_watch(h.watch.unwrap_or(base.watch())))
+    .map(|check| {
+        check
+            .with_watch(h.watch.unwrap_or(base.watch()))
+            .with_max_error_percent(h.max_error_percent.unwrap_or(base.max_error_percent()))
+    })
     .map_err(|e| (e.field.to_string(), e.problem))
 }
 

@@ -203,6 +203,55 @@ async fn a_switch_moves_every_new_request_at_one_instant() -> anyhow::Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_whose_clients_get_server_errors_is_rolled_back_within_the_watch()
+-> anyhow::Result<()> {
+    bounded(
+        Duration::from_secs(120),
+        "5xx answers after promotion",
+        async {
+            let sweep = Sweep::new("handover-errors");
+            let docker = images::docker().await;
+            let (v1, id1) =
+                build_image(&docker, &sweep, "errs", "v1", App::http("v1"), false).await?;
+            let failing = App::ServerErrors {
+                version: "v2".into(),
+            };
+            let (_, id2) = build_image(&docker, &sweep, "errs", "v2", failing, false).await?;
+            let tracked = v1.with_tag("live")?;
+            let spec = handover_service(&sweep, "errs", &tracked, Duration::from_secs(10))?;
+            // Its health check (/health) passes throughout: only the proxy's counters fail it.
+            let spec = deployer_core::ServiceSpec::builder(spec.name().as_str(), tracked.clone())
+                .strategy(spec.strategy().clone())
+                .health(spec.health().clone().with_watch(Duration::from_secs(8)))
+                .timeouts(*spec.timeouts())
+                .template(spec.template().clone())
+                .build()?;
+            let listen = spec.strategy().handover().unwrap().listen();
+            let harness = Harness::start(&docker, vec![spec]).await?;
+            let rev = harness.publish(&tracked, &id1).await?;
+            assert_eq!(
+                harness.report(rev, Duration::from_secs(30)).await?.outcome,
+                Outcome::Succeeded
+            );
+            let clients = ClientLoop::start(listen, 1, 1);
+            let rev = harness.publish(&tracked, &id2).await?;
+            let report = harness.report(rev, Duration::from_secs(60)).await?;
+            let (ok, failed, _) = clients.finish().await;
+            assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+            let reason = report.reason.clone().unwrap_or_default();
+            assert!(reason.contains("the proxy saw"), "{reason}");
+            assert_eq!(fetch_body(listen).await?, "v1\n", "v1 serves again");
+            eprintln!(
+                "5xx after promotion: rolled back after {} ms; requests ok {ok}, failed {failed}",
+                report.duration_ms
+            );
+            harness.stop().await
+        },
+    )
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_that_crashes_after_promotion_is_rolled_back_within_the_watch() -> anyhow::Result<()>
 {
     bounded(Duration::from_secs(120), "a crash after promotion", async {
