@@ -257,6 +257,22 @@ impl Pool {
         Some((backend, guard))
     }
 
+    /// The live backend after `failed` in the routes, `None` when there is no other. The
+    /// round-robin position is left alone, so the next request is not skewed by the retry.
+    pub(crate) fn pick_other(&self, failed: SocketAddr) -> Option<(Arc<Backend>, ActiveGuard)> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        let after = routes
+            .iter()
+            .position(|b| b.addr() == failed)
+            .map_or(0, |i| i + 1);
+        let backend = (0..routes.len())
+            .map(|k| &routes[(after + k) % routes.len()])
+            .find(|b| b.addr() != failed)?;
+        let backend = Arc::clone(backend);
+        let guard = ActiveGuard::start(&backend.tracker);
+        Some((backend, guard))
+    }
+
     pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
         routes.iter().map(|b| b.addr()).collect()

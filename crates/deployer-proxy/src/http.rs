@@ -26,6 +26,9 @@ use crate::body::{ProxyBody, RequestBody};
 use crate::headers;
 use crate::server::Shared;
 
+/// Other backends a request that could not be sent is tried on.
+const MAX_OTHER_BACKENDS: u32 = 2;
+
 /// Proxy-wide settings of the HTTP mode.
 #[derive(Debug)]
 pub(crate) struct HttpSettings {
@@ -90,13 +93,16 @@ async fn forward(
             "CONNECT is not supported\n",
         ));
     }
-    let Some((backend, guard)) = shared.pool.pick() else {
+    let Some((mut backend, mut guard)) = shared.pool.pick() else {
         shared.totals.no_backend.fetch_add(1, Ordering::Relaxed);
         return Ok(text_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "no backend available\n",
         ));
     };
+
+    let upgrade = headers::upgrade_protocol(request.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let Some(upstream) = backend.http() else {
         // Backends get a client whenever the proxy runs in HTTP mode; stay safe anyway.
         guard.record_error();
@@ -105,10 +111,7 @@ async fn forward(
             "backend unavailable\n",
         ));
     };
-
-    let upgrade = headers::upgrade_protocol(request.headers());
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-    let outgoing = upstream_request(
+    let mut outgoing = upstream_request(
         request,
         upstream.host(),
         peer,
@@ -116,39 +119,64 @@ async fn forward(
         shared.http.trust_forwarded,
     );
 
-    // Boxed: hyper keeps room for this whole future in every connection, idle or not, so
-    // the bulky part is allocated only while a request is in flight.
-    let sent = tokio::time::timeout(
-        shared.http.response_timeout,
-        Box::pin(upstream.send(outgoing)),
-    );
-    let result = tokio::select! {
-        biased;
-        () = guard.tracker().cut_requested() => {
-            guard.record_cut();
-            return Ok(text_response(StatusCode::GATEWAY_TIMEOUT, "backend drained before it answered\n"));
-        }
-        result = sent => result,
-    };
-    let (response, lease) = match result {
-        Ok(Ok(sent)) => sent,
-        Ok(Err(error)) => {
+    // Bounded: with several backends dead at once, a request is not passed around forever.
+    let mut other_tries = MAX_OTHER_BACKENDS;
+    let (response, lease) = loop {
+        let Some(upstream) = backend.http() else {
             guard.record_error();
-            let (status, message) = error.response();
-            if let Some(held_back) = guard.tracker().log_failure() {
-                tracing::warn!(backend = %backend.addr(), %status, %error, held_back, "backend request failed");
-            }
-            return Ok(text_response(status, message));
-        }
-        Err(_elapsed) => {
-            guard.record_error();
-            if let Some(held_back) = guard.tracker().log_failure() {
-                tracing::warn!(backend = %backend.addr(), timeout = ?shared.http.response_timeout, held_back, "backend sent no response headers in time");
-            }
             return Ok(text_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                "backend did not answer in time\n",
+                StatusCode::BAD_GATEWAY,
+                "backend unavailable\n",
             ));
+        };
+        // Boxed: hyper keeps room for this whole future in every connection, idle or not, so
+        // the bulky part is allocated only while a request is in flight.
+        let sent = tokio::time::timeout(
+            shared.http.response_timeout,
+            Box::pin(upstream.send(outgoing)),
+        );
+        let result = tokio::select! {
+            biased;
+            () = guard.tracker().cut_requested() => {
+                guard.record_cut();
+                return Ok(text_response(StatusCode::GATEWAY_TIMEOUT, "backend drained before it answered\n"));
+            }
+            result = sent => result,
+        };
+        match result {
+            Ok(Ok(sent)) => break sent,
+            Ok(Err(failure)) => {
+                guard.record_error();
+                let error = failure.error;
+                // Never sent, or idempotent with no body (the backend died or froze before its
+                // event took it out of the routes): another live backend takes it, so the
+                // client never sees the fault.
+                if let Some(unsent) = failure.unsent
+                    && other_tries > 0
+                    && let Some((next, next_guard)) = shared.pool.pick_other(backend.addr())
+                {
+                    other_tries -= 1;
+                    tracing::debug!(backend = %backend.addr(), %error, other = %next.addr(), "backend unreachable; the request goes to another one");
+                    outgoing = unsent;
+                    (backend, guard) = (next, next_guard);
+                    continue;
+                }
+                let (status, message) = error.response();
+                if let Some(held_back) = guard.tracker().log_failure() {
+                    tracing::warn!(backend = %backend.addr(), %status, %error, held_back, "backend request failed");
+                }
+                return Ok(text_response(status, message));
+            }
+            Err(_elapsed) => {
+                guard.record_error();
+                if let Some(held_back) = guard.tracker().log_failure() {
+                    tracing::warn!(backend = %backend.addr(), timeout = ?shared.http.response_timeout, held_back, "backend sent no response headers in time");
+                }
+                return Ok(text_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "backend did not answer in time\n",
+                ));
+            }
         }
     };
     drop(backend);

@@ -55,6 +55,14 @@ impl UpstreamSettings {
     }
 }
 
+/// Why a request got no response, and the request itself when another backend may take it:
+/// it never left the proxy, or it is idempotent and has no body.
+#[derive(Debug)]
+pub(crate) struct SendFailure {
+    pub(crate) error: UpstreamError,
+    pub(crate) unsent: Option<Request<RequestBody>>,
+}
+
 /// Why a request could not be handed to the backend or got no response head.
 #[derive(Debug)]
 pub(crate) enum UpstreamError {
@@ -136,23 +144,33 @@ impl HttpUpstream {
     }
 
     /// Sends `request` on an idle connection or a new one. The returned [`Lease`] should be
-    /// released once the response body has been read to its end.
+    /// released once the response body has been read to its end. When no connection could be
+    /// made, the request comes back unsent, for another backend.
     pub(crate) async fn send(
         &self,
         mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Lease), SendFailure> {
         let idle = &self.idle[worker::current_index() % self.idle.len()];
         loop {
             let (mut sender, reused) = match idle.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                None => match self.connect().await {
+                    Ok(sender) => (sender, false),
+                    Err(error) => {
+                        return Err(SendFailure {
+                            error,
+                            unsent: Some(request),
+                        });
+                    }
+                },
             };
             if reused && sender.ready().await.is_err() {
                 continue; // closed while idle
             }
-            // A fresh connection failing is the backend's failure; only a reused one may
-            // have been closed under us, so only then is a copy worth keeping.
-            let replay = reused.then(|| replayable_copy(&request)).flatten();
+            // A reused connection may have been closed under us: the request is resent here.
+            // A fresh one failing is the backend's failure (it died): an unwritten or
+            // idempotent body-less request goes back to the caller, for another backend.
+            let replay = replayable_copy(&request);
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let lease = Lease {
@@ -164,11 +182,16 @@ impl HttpUpstream {
                 Err(mut error) => match (error.take_message(), replay) {
                     // Never written: safe to send anywhere, whatever the method.
                     (Some(unsent), _) if reused => request = unsent,
-                    (_, Some(copy)) => {
+                    (_, Some(copy)) if reused => {
                         tracing::debug!(backend = %self.addr, error = %error.error(), "pooled connection was stale; resending");
                         request = copy;
                     }
-                    _ => return Err(UpstreamError::Request(error.into_error())),
+                    (unsent, copy) => {
+                        return Err(SendFailure {
+                            error: UpstreamError::Request(error.into_error()),
+                            unsent: unsent.or(copy),
+                        });
+                    }
                 },
             }
         }

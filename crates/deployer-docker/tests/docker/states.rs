@@ -68,59 +68,123 @@ async fn a_paused_candidate_fails_by_its_deadline_and_says_it_is_paused() -> any
     .await?
 }
 
+/// What one `docker kill` of a live container cost, under a client loop.
+struct KillCost {
+    /// From the kill until its backend left the proxy.
+    left: Duration,
+    /// From the kill until the service served all its replicas again.
+    repaired: Duration,
+    ok: u64,
+    failed: u64,
+    errors: Vec<String>,
+}
+
+/// Deploys `replicas` of v1, kills one live container under a client loop, and waits for the
+/// repair (started by the engine's event: the periodic scan is off).
+async fn kill_a_live_container(replicas: u32, label: &str) -> anyhow::Result<KillCost> {
+    let sweep = Sweep::new(label);
+    let docker = images::docker().await;
+    let (v1, id1) = build_image(&docker, &sweep, "web", "v1", App::http("v1"), false).await?;
+    let tracked = v1.with_tag("live")?;
+    let spec = handover_service(&sweep, "web", &tracked, Duration::from_secs(10))?;
+    let spec = deployer_core::ServiceSpec::builder(spec.name().as_str(), tracked.clone())
+        .strategy(spec.strategy().clone())
+        .health(spec.health().clone())
+        .timeouts(*spec.timeouts())
+        .template(spec.template().clone())
+        .replicas(replicas)
+        .build()?;
+    let service = spec.name().to_string();
+    let listen = spec.strategy().handover().unwrap().listen();
+    let harness = Harness::start_with(&docker, vec![spec], |c| c.resync = None).await?;
+    let rev = harness.publish(&tracked, &id1).await?;
+    assert_eq!(
+        harness.report(rev, Duration::from_secs(30)).await?.outcome,
+        Outcome::Succeeded
+    );
+    let proxy = harness.switcher.proxy(&service.parse()?).unwrap();
+    assert_eq!(proxy.backends().len(), replicas as usize);
+    let (live, _) = containers_of(&docker, &service).await?.remove(0);
+    let clients = ClientLoop::start(listen, 1, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    docker
+        .kill_container(
+            &live,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await?;
+    let killed = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "the backend to leave the proxy",
+        || async { (proxy.backends().len() < replicas as usize).then_some(()) },
+    )
+    .await?;
+    let left = killed.elapsed();
+    eventually(Duration::from_secs(30), "the repair", || async {
+        let serving = proxy.backends().len() == replicas as usize;
+        (serving && fetch_body(listen).await.ok().as_deref() == Some("v1\n")).then_some(())
+    })
+    .await?;
+    let repaired = killed.elapsed();
+    let (ok, failed, errors) = clients.finish().await;
+    let report = bounded(
+        Duration::from_secs(10),
+        "the repair's report",
+        harness
+            .notifier
+            .wait_for(|r| r.outcome == Outcome::Repaired),
+    )
+    .await?;
+    let cause = report.reason.clone().unwrap_or_default();
+    assert!(cause.contains("started again"), "{cause}");
+    eprintln!(
+        "docker kill of a live container, {replicas} replica(s): out of the proxy after {} ms, serving again after {} ms; requests ok {ok}, failed {failed}",
+        left.as_millis(),
+        repaired.as_millis()
+    );
+    harness.stop().await?;
+    Ok(KillCost {
+        left,
+        repaired,
+        ok,
+        failed,
+        errors,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_live_container_leaves_the_proxy_at_once_and_is_repaired_on_the_event()
 -> anyhow::Result<()> {
     bounded(Duration::from_secs(120), "a killed live container", async {
-        let sweep = Sweep::new("states-killed");
-        let docker = images::docker().await;
-        let (v1, id1) = build_image(&docker, &sweep, "web", "v1", App::http("v1"), false).await?;
-        let tracked = v1.with_tag("live")?;
-        let spec = handover_service(&sweep, "web", &tracked, Duration::from_secs(10))?;
-        let service = spec.name().to_string();
-        let listen = spec.strategy().handover().unwrap().listen();
-        // No periodic scan: only the engine's event can start the repair.
-        let harness = Harness::start_with(&docker, vec![spec], |c| c.resync = None).await?;
-        let rev = harness.publish(&tracked, &id1).await?;
-        assert_eq!(
-            harness.report(rev, Duration::from_secs(30)).await?.outcome,
-            Outcome::Succeeded
+        let cost = kill_a_live_container(1, "states-killed").await?;
+        assert!(cost.left < Duration::from_secs(5));
+        assert!(
+            cost.repaired < Duration::from_secs(5),
+            "repaired {:?} after the kill",
+            cost.repaired
         );
-        let proxy = harness.switcher.proxy(&service.parse()?).unwrap();
-        let (live, _) = containers_of(&docker, &service).await?.remove(0);
-        let clients = ClientLoop::start(listen, 1, 1);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(cost.ok > 0);
+        Ok(())
+    })
+    .await?
+}
 
-        docker.kill_container(&live, None::<bollard::query_parameters::KillContainerOptions>).await?;
-        let killed = Instant::now();
-        eventually(Duration::from_secs(5), "the backend to leave the proxy", || async {
-            proxy.backends().is_empty().then_some(())
-        })
-        .await?;
-        let left = killed.elapsed();
-        eventually(Duration::from_secs(30), "the repair", || async {
-            (fetch_body(listen).await.ok().as_deref() == Some("v1\n")).then_some(())
-        })
-        .await?;
-        let repaired = killed.elapsed();
-        let (ok, failed, _) = clients.finish().await;
-        let report = bounded(
-            Duration::from_secs(10),
-            "the repair's report",
-            harness
-                .notifier
-                .wait_for(|r| r.outcome == Outcome::Repaired),
-        )
-        .await?;
-        let cause = report.reason.clone().unwrap_or_default();
-        assert!(cause.contains("started again"), "{cause}");
-        eprintln!(
-            "docker kill of the live container: out of the proxy after {} ms, serving again after {} ms; requests ok {ok}, failed {failed}",
-            left.as_millis(),
-            repaired.as_millis()
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_a_killed_one_costs_no_request() -> anyhow::Result<()> {
+    bounded(Duration::from_secs(120), "a killed replica", async {
+        let cost = kill_a_live_container(2, "states-killed-two").await?;
+        assert!(
+            cost.repaired < Duration::from_secs(5),
+            "repaired {:?} after the kill",
+            cost.repaired
         );
-        assert!(repaired < Duration::from_secs(5), "repaired {repaired:?} after the kill");
-        harness.stop().await
+        // The requests the dead one refused, or lost before it answered, were sent again to
+        // the other (they are idempotent GETs without a body).
+        assert_eq!(cost.failed, 0, "{:?}", cost.errors);
+        assert!(cost.ok > 0);
+        Ok(())
     })
     .await?
 }
