@@ -37,7 +37,7 @@ async fn a_refusing_backends_requests_go_to_another_and_alone_it_gives_502() {
     );
     assert_eq!(proxy.totals().errors, 2);
 
-    proxy.remove_backend(v1.addr);
+    drop(proxy.remove_backend(v1.addr));
     let reply = fetch(&proxy, "/").await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_eq!(reply.body, "backend refused the connection\n");
