@@ -1,11 +1,13 @@
 //! Reading request bodies with a size and time bound, and checking their media type.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api_error::ApiError;
 
@@ -18,6 +20,8 @@ pub(crate) enum BodyError {
     Timeout,
     /// The connection broke or the framing was invalid.
     Broken,
+    /// The server holds as many request bytes as it may (see [`InFlight`]).
+    Busy,
 }
 
 impl BodyError {
@@ -31,6 +35,10 @@ impl BodyError {
                 ApiError::new(StatusCode::REQUEST_TIMEOUT, "body: not received in time")
             }
             Self::Broken => ApiError::bad_request("body", "could not be read"),
+            Self::Busy => ApiError::unavailable(
+                "too many request bodies in flight; retry shortly",
+                Some(Duration::from_secs(1)),
+            ),
         }
     }
 }
@@ -62,6 +70,83 @@ pub(crate) async fn read_body(
     }
 }
 
+/// A cap on the request-body bytes one server holds at once, across all its requests: what
+/// unauthenticated senders can make it buffer (bodies are read before a signature over them
+/// can be checked) is bounded by this, not by the number of connections.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    bytes: Arc<Semaphore>,
+}
+
+impl InFlight {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            bytes: Arc::new(Semaphore::new(limit.clamp(1, Semaphore::MAX_PERMITS))),
+        }
+    }
+}
+
+/// A body read whole, holding its share of the [`InFlight`] budget until dropped.
+#[derive(Debug)]
+pub(crate) struct HeldBody {
+    pub(crate) bytes: Bytes,
+    _share: Option<OwnedSemaphorePermit>,
+}
+
+/// Reads the whole body like [`read_body`], each chunk first taken from `budget` (a full
+/// budget refuses the request with [`BodyError::Busy`] instead of waiting) and shown to
+/// `inspect` as it arrives, so a signature can be computed while the body streams in.
+pub(crate) async fn read_body_within(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: Duration,
+    budget: &InFlight,
+    mut inspect: impl FnMut(&[u8]),
+) -> Result<HeldBody, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let read = async {
+        let mut body = body;
+        let mut share: Option<OwnedSemaphorePermit> = None;
+        let mut buffer = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| BodyError::Broken)?;
+            let Ok(chunk) = frame.into_data() else {
+                continue; // trailers
+            };
+            if buffer.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            let size = u32::try_from(chunk.len()).map_err(|_| BodyError::TooLarge(limit))?;
+            let more = budget
+                .bytes
+                .clone()
+                .try_acquire_many_owned(size)
+                .map_err(|_| BodyError::Busy)?;
+            match &mut share {
+                Some(held) => held.merge(more),
+                None => share = Some(more),
+            }
+            inspect(&chunk);
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(HeldBody {
+            bytes: buffer.freeze(),
+            _share: share,
+        })
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| BodyError::Timeout)?
+}
+
 /// The media type of the body (`application/json`) without parameters, as sent: compare it
 /// with `eq_ignore_ascii_case`.
 pub(crate) fn media_type(headers: &HeaderMap) -> Option<&str> {
@@ -76,4 +161,71 @@ pub(crate) fn unsupported_media_type(accepted: &[&str]) -> ApiError {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         format!("content-type: expected {}", accepted.join(" or ")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(text: &'static str) -> Body {
+        Body::from(text)
+    }
+
+    #[tokio::test]
+    async fn bodies_share_one_budget_and_give_their_bytes_back_when_dropped() {
+        let budget = InFlight::new(10);
+        let headers = HeaderMap::new();
+        let mut seen = Vec::new();
+        let first = read_body_within(
+            body("12345678"),
+            &headers,
+            100,
+            Duration::from_secs(5),
+            &budget,
+            |c| seen.extend_from_slice(c),
+        )
+        .await
+        .expect("within the budget");
+        assert_eq!(seen, b"12345678", "every chunk is shown as it arrives");
+        let refused = read_body_within(
+            body("abcd"),
+            &headers,
+            100,
+            Duration::from_secs(5),
+            &budget,
+            |_| {},
+        )
+        .await;
+        assert_eq!(
+            refused.unwrap_err(),
+            BodyError::Busy,
+            "8 of 10 bytes are held"
+        );
+        drop(first);
+        let again = read_body_within(
+            body("abcd"),
+            &headers,
+            100,
+            Duration::from_secs(5),
+            &budget,
+            |_| {},
+        )
+        .await;
+        assert_eq!(&again.expect("the budget is back").bytes[..], b"abcd");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_as_it_grows() {
+        let budget = InFlight::new(1 << 20);
+        let refused = read_body_within(
+            body("0123456789"),
+            &HeaderMap::new(),
+            4,
+            Duration::from_secs(5),
+            &budget,
+            |_| {},
+        )
+        .await;
+        assert_eq!(refused.unwrap_err(), BodyError::TooLarge(4));
+    }
 }

@@ -113,6 +113,7 @@ impl From<BodyError> for WebhookResult {
             BodyError::TooLarge(_) => Self::TooLarge,
             BodyError::Timeout => Self::Timeout,
             BodyError::Broken => Self::BadRequest,
+            BodyError::Busy => Self::Busy,
         }
     }
 }

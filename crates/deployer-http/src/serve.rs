@@ -1,17 +1,26 @@
 //! Serving a router until shutdown, and the webhook server as a [`Trigger`].
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::serve::ListenerExt;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
 use deployer_core::driver::EventSink;
 use deployer_core::ports::{Trigger, TriggerError};
 use deployer_core::shutdown::Shutdown;
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tower::Service;
 
 use crate::config::{ConfigError, WebhookConfig};
 use crate::hooks::webhook_router;
@@ -48,45 +57,114 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish for at most `grace` (idle keep-alive connections are closed at once).
+/// What one listener lets its clients hold: a flood of slow or idle connections costs a
+/// bounded number of descriptors and bytes, and is shed by the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// A connection must deliver a whole request head within this long of opening, and
+    /// again of each response (so an idle keep-alive connection is closed after it too).
+    pub header_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue, holding no
+    /// descriptor of this process, until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 256,
+        }
+    }
+}
+
+/// Pause after a failed accept (out of descriptors, most likely) before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How often a listener at its connection limit says so.
+const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` with the default [`ServeLimits`] until `shutdown`
+/// completes, then lets requests in flight finish for at most `grace` (idle keep-alive
+/// connections are closed at once).
 ///
-/// The peer address is available to handlers as `ConnectInfo<SocketAddr>`.
+/// HTTP/1.1 only (no cleartext HTTP/2: webhook senders and API clients speak HTTP/1.1, and
+/// h2c would multiply what one connection may hold). The peer address is available to
+/// handlers as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    };
-    // Webhook senders and API clients send small requests and wait for the answer: Nagle's
-    // algorithm would only add latency.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    serve_with(listener, router, shutdown, grace, ServeLimits::default()).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    limits: ServeLimits,
+) -> Result<(), ServeError> {
+    let local = listener.local_addr().map_err(ServeError::Serve)?;
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut limit_logged: Option<Instant> = None;
+    loop {
+        if permits.available_permits() == 0
+            && limit_logged.is_none_or(|at| at.elapsed() >= LIMIT_LOG_EVERY)
+        {
+            limit_logged = Some(Instant::now());
+            tracing::warn!(addr = %local, limit = limits.max_connections, "connection limit reached; new connections wait until one closes");
+        }
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(addr = %local, %error, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Webhook senders and API clients send small requests and wait for the answer:
+        // Nagle's algorithm would only add latency.
+        if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-    });
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal)
-    .into_future();
-    let bounded = async move {
-        // Only starts counting once shutdown began (a dropped sender means it never will).
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let mut router = router.clone();
+            async move { router.call(request.map(Body::new)).await }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
     tokio::select! {
-        served = server => served.map_err(ServeError::Serve),
-        () = bounded => {
+        () = graceful.shutdown() => Ok(()),
+        () = tokio::time::sleep(grace) => {
             tracing::warn!("requests still running {grace:?} after shutdown; closing their connections");
             Ok(())
         }

@@ -2,6 +2,7 @@
 //! the admin API, and stops gracefully on SIGTERM or SIGINT.
 
 mod adapters;
+mod descriptors;
 mod logging;
 mod signals;
 
@@ -74,6 +75,9 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     tracing::info!(node = %settings.node, services = settings.services.len(), "starting deployer {}", env!("CARGO_PKG_VERSION"));
+    if let Some(files) = descriptors::raise() {
+        tracing::debug!(files, "open-files limit");
+    }
 
     let unavailable = |what: &str, e: &dyn std::error::Error| {
         Exit::unavailable(anyhow!("{what}: {}", error_chain(e)))

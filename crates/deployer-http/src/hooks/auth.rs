@@ -52,17 +52,45 @@ pub(crate) fn bearer_matches(secret: &Secret, headers: &HeaderMap, bare_too: boo
         .is_some_and(|token| secret.matches(token))
 }
 
+/// The HMAC of a body computed as it streams in, for the signature its request carries.
+pub(crate) struct SignatureCheck {
+    given: Vec<u8>,
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for SignatureCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignatureCheck")
+    }
+}
+
+impl SignatureCheck {
+    /// `None` when the request carries no well-formed signature.
+    pub(crate) fn new(secret: &Secret, headers: &HeaderMap) -> Option<Self> {
+        let given = signature_bytes(headers)?;
+        let mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).ok()?;
+        Some(Self { given, mac })
+    }
+
+    pub(crate) fn update(&mut self, chunk: &[u8]) {
+        self.mac.update(chunk);
+    }
+
+    /// Whether the body seen so far is the one signed.
+    pub(crate) fn verify(self) -> bool {
+        // `verify_slice` compares in constant time.
+        self.mac.verify_slice(&self.given).is_ok()
+    }
+}
+
 /// Whether the body carries a valid signature by `secret`.
+#[cfg(test)]
 pub(crate) fn verify_signature(secret: &Secret, headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(given) = signature_bytes(headers) else {
+    let Some(mut check) = SignatureCheck::new(secret, headers) else {
         return false;
     };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()) else {
-        return false;
-    };
-    mac.update(body);
-    // `verify_slice` compares in constant time.
-    mac.verify_slice(&given).is_ok()
+    check.update(body);
+    check.verify()
 }
 
 /// `sha256=<lowercase hex HMAC-SHA256 of body keyed by key>`: GitHub's `X-Hub-Signature-256`

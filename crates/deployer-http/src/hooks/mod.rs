@@ -23,6 +23,7 @@ mod github;
 mod harbor;
 mod json;
 mod quay;
+mod refusals;
 mod registry;
 mod time;
 
@@ -45,10 +46,11 @@ pub use auth::{AuthKind, signature};
 pub use decode::{Build, DecodeContext, DecodeError, decode};
 
 use crate::api_error::ApiError;
-use crate::body::{media_type, read_body, unsupported_media_type};
+use crate::body::{InFlight, media_type, read_body_within, unsupported_media_type};
 use crate::config::{ConfigError, WebhookConfig};
 use crate::metrics::{Metrics, WebhookResult};
 use crate::secret::Secret;
+use refusals::Refusals;
 
 /// GitHub's event name header.
 const GITHUB_EVENT: &str = "x-github-event";
@@ -136,7 +138,12 @@ struct Hooks {
     body_limit: usize,
     body_timeout: Duration,
     retry_after: Duration,
+    in_flight: InFlight,
+    refusals: Refusals,
 }
+
+/// The request-body bytes the webhook server holds at once, unless one body may be larger.
+pub const IN_FLIGHT_BYTES: usize = 16 << 20;
 
 /// The router serving every webhook endpoint under `config.path_prefix`.
 ///
@@ -163,6 +170,8 @@ pub fn webhook_router(
         body_limit: config.body_limit,
         body_timeout: config.body_timeout,
         retry_after: config.retry_after,
+        in_flight: InFlight::new(IN_FLIGHT_BYTES.max(config.body_limit)),
+        refusals: Refusals::default(),
     });
     let mut router = Router::new();
     for sender in Sender::ALL {
@@ -250,7 +259,7 @@ impl Hooks {
         let (parts, body) = request.into_parts();
         let refuse_auth = || {
             // The request's path and headers may hold a (wrong) secret: log neither.
-            tracing::warn!(source = sender.as_str(), "webhook authentication failed");
+            self.refusals.note(sender.as_str(), "unauthorized");
             (WebhookResult::Unauthorized, ApiError::unauthorized())
         };
         if let Some(secret) = &endpoint.secret
@@ -267,18 +276,43 @@ impl Hooks {
                 unsupported_media_type(accepted),
             ));
         }
-        let body = read_body(body, &parts.headers, self.body_limit, self.body_timeout)
-            .await
-            .map_err(|e| (WebhookResult::from(e), e.into_api_error()))?;
-        if let (Some(secret), AuthKind::Signature) = (&endpoint.secret, sender.auth())
-            && !auth::verify_signature(secret, &parts.headers, &body)
+        // A signed body is hashed as it arrives and held within the server's budget: an
+        // unauthenticated flood holds at most that many bytes, however many connections.
+        let mut signature = match (&endpoint.secret, sender.auth()) {
+            (Some(secret), AuthKind::Signature) => {
+                Some(auth::SignatureCheck::new(secret, &parts.headers).ok_or_else(refuse_auth)?)
+            }
+            _ => None,
+        };
+        let held = read_body_within(
+            body,
+            &parts.headers,
+            self.body_limit,
+            self.body_timeout,
+            &self.in_flight,
+            |chunk| {
+                if let Some(check) = signature.as_mut() {
+                    check.update(chunk);
+                }
+            },
+        )
+        .await
+        .map_err(|e| (WebhookResult::from(e), e.into_api_error()))?;
+        if let Some(check) = signature
+            && !check.verify()
         {
             return Err(refuse_auth());
         }
+        let body = &held.bytes;
         let event = header(&parts.headers, GITHUB_EVENT);
         let ctx = DecodeContext::new(event, endpoint.registry.as_deref());
-        let builds = decode(sender, &body, &ctx).map_err(|e| {
-            tracing::debug!(source = sender.as_str(), "webhook refused: {e}");
+        let builds = decode(sender, body, &ctx).map_err(|e| {
+            self.refusals.note(sender.as_str(), "bad_request");
+            tracing::debug!(
+                source = sender.as_str(),
+                "webhook refused: {}",
+                refusals::quoted(&e.to_string())
+            );
             (
                 WebhookResult::BadRequest,
                 ApiError::bad_request(&e.field, &e.problem),

@@ -6,5 +6,6 @@ mod common;
 mod decoders;
 mod notifiers;
 mod registry_e2e;
+mod serve_limits;
 mod server;
 mod webhooks;
