@@ -112,10 +112,16 @@ pub(crate) async fn read_body_within(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge(limit));
     }
-    let read = async {
+    // A declared length is taken from the budget whole, before a byte is read: a request
+    // that cannot be held is refused at once, and its buffer is allocated once, exactly.
+    let declared = declared.and_then(|n| u32::try_from(n).ok());
+    let mut share = match declared {
+        Some(n) if n > 0 => Some(take(budget, n)?),
+        _ => None,
+    };
+    let read = async move {
         let mut body = body;
-        let mut share: Option<OwnedSemaphorePermit> = None;
-        let mut buffer = BytesMut::new();
+        let mut buffer = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| BodyError::Broken)?;
             let Ok(chunk) = frame.into_data() else {
@@ -124,15 +130,13 @@ pub(crate) async fn read_body_within(
             if buffer.len() + chunk.len() > limit {
                 return Err(BodyError::TooLarge(limit));
             }
-            let size = u32::try_from(chunk.len()).map_err(|_| BodyError::TooLarge(limit))?;
-            let more = budget
-                .bytes
-                .clone()
-                .try_acquire_many_owned(size)
-                .map_err(|_| BodyError::Busy)?;
-            match &mut share {
-                Some(held) => held.merge(more),
-                None => share = Some(more),
+            if declared.is_none() {
+                let size = u32::try_from(chunk.len()).map_err(|_| BodyError::TooLarge(limit))?;
+                let more = take(budget, size)?;
+                match &mut share {
+                    Some(held) => held.merge(more),
+                    None => share = Some(more),
+                }
             }
             inspect(&chunk);
             buffer.extend_from_slice(&chunk);
@@ -145,6 +149,14 @@ pub(crate) async fn read_body_within(
     tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| BodyError::Timeout)?
+}
+
+fn take(budget: &InFlight, bytes: u32) -> Result<OwnedSemaphorePermit, BodyError> {
+    budget
+        .bytes
+        .clone()
+        .try_acquire_many_owned(bytes)
+        .map_err(|_| BodyError::Busy)
 }
 
 /// The media type of the body (`application/json`) without parameters, as sent: compare it

@@ -78,6 +78,9 @@ impl Default for ServeLimits {
     }
 }
 
+/// The most a connection's read buffer holds (request heads must fit in it).
+const READ_BUFFER: usize = 32 << 10;
+
 /// Pause after a failed accept (out of descriptors, most likely) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -112,8 +115,12 @@ pub async fn serve_with(
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
+    // hyper reads ahead into a buffer of up to ~400 KB per connection by default, whatever
+    // the handler takes: at the connection limit that alone was 100 MB under a flood of
+    // bodies. Request heads here are small; bodies stream through in pieces this size.
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_buf_size(READ_BUFFER)
         .keep_alive(true);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut limit_logged: Option<Instant> = None;

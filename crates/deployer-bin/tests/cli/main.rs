@@ -6,6 +6,8 @@
 //! - `scripts`: what `scripts/demo.sh` installs, against what the build needs.
 //! - `end_to_end`: a real daemon, Docker engine and registry driven through the CLI: deploy,
 //!   status, rollback, history, a failed deploy, JSON logs, and SIGTERM during a deploy.
+//! - `flood`: idle and stalled-body floods on the webhook port of a daemon limited to 1,024
+//!   open files: the proxy keeps serving, memory stays bounded.
 //! - `registry_truth`: a tag moved back converges by notification, SIGHUP and poll; a replay
 //!   changes nothing; history, rollback points and halts survive SIGKILL.
 
@@ -13,6 +15,7 @@
 mod common;
 mod config_check;
 mod end_to_end;
+mod flood;
 mod offline;
 mod registry_truth;
 mod scripts;

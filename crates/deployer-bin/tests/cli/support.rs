@@ -134,9 +134,40 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `deployer --log-format json run --config CONFIG` with `env` added.
     pub fn start(config: &Path, env: &[(&str, &str)], log: PathBuf) -> anyhow::Result<Self> {
+        let command = command(&["--log-format", "json", "run", "--config"]);
+        Self::start_command(command, config, env, log)
+    }
+
+    /// Like [`Daemon::start`], with the open-files limit (soft and hard) at `files`, as a
+    /// host with the usual limits would start it.
+    pub fn start_with_files(
+        config: &Path,
+        env: &[(&str, &str)],
+        log: PathBuf,
+        files: u32,
+    ) -> anyhow::Result<Self> {
+        let mut command = std::process::Command::new("sh");
+        command
+            .args(["-c", &format!("ulimit -n {files} && exec \"$0\" \"$@\"")])
+            .arg(DEPLOYER)
+            .args(["--log-format", "json", "run", "--config"])
+            .stdin(Stdio::null());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("DEPLOYER_") {
+                command.env_remove(name);
+            }
+        }
+        Self::start_command(command, config, env, log)
+    }
+
+    fn start_command(
+        mut command: std::process::Command,
+        config: &Path,
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
         let stderr =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut command = command(&["--log-format", "json", "run", "--config"]);
         command
             .arg(config)
             .envs(env.iter().copied())
@@ -202,6 +233,15 @@ impl Daemon {
             .context("running kill")?;
         anyhow::ensure!(sent.success(), "kill -HUP {pid} failed: {sent}");
         Ok(())
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .id()
+            .context("the daemon has exited")
     }
 
     /// Fails if the daemon has exited (it should run until told to stop).
