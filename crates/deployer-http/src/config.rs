@@ -248,6 +248,14 @@ pub struct AdminConfig {
     pub body_limit: usize,
     /// Most history entries one request returns; default 1,000.
     pub max_history: usize,
+    /// The address the admin listener binds. Requests to `/api/v1/*` and `/metrics` must name
+    /// it in `Host` (a loopback address also as `localhost:<port>`; `0.0.0.0` as any IP
+    /// address on its port), so that a web page cannot read the API by DNS rebinding. `None`
+    /// (the default, for routers served on a port chosen later): loopback names on any port.
+    pub listen: Option<SocketAddr>,
+    /// Further names clients reach the admin API by (`deploy.internal`, or
+    /// `deploy.internal:8443` for that port only), accepted in `Host` and `Origin`.
+    pub hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -256,6 +264,8 @@ impl Default for AdminConfig {
             token: None,
             body_limit: 64 * 1024,
             max_history: 1000,
+            listen: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -277,6 +287,14 @@ impl AdminConfig {
                 "admin.max_history",
                 "must be greater than zero",
             ));
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            if crate::admin::parse_authority(host).is_none() {
+                return Err(ConfigError::new(
+                    format!("admin.hosts[{i}]"),
+                    format!("{host:?} is not a host name or host:port"),
+                ));
+            }
         }
         Ok(())
     }
