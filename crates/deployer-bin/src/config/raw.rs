@@ -104,6 +104,9 @@ pub struct RawHook {
 pub struct RawAdmin {
     pub listen: Option<SocketAddr>,
     pub token: Option<SecretRef>,
+    /// Names clients reach the admin API by, besides its listen address.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -74,6 +74,8 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Bearer token; required unless `listen` is loopback.
     pub token: Option<Secret>,
+    /// Names accepted in `Host` and `Origin` besides the listen address.
+    pub hosts: Vec<String>,
 }
 
 /// Docker engine and local state.

@@ -76,6 +76,9 @@ impl AdapterConfigs {
                 .token
                 .as_ref()
                 .map(|s| s.expose().to_owned().into()),
+            // Port 0 is known only once bound; the guard then takes loopback names on any port.
+            listen: (settings.admin.listen.port() != 0).then_some(settings.admin.listen),
+            hosts: settings.admin.hosts.clone(),
             ..AdminConfig::default()
         };
         check("admin", admin.validate());
