@@ -94,6 +94,9 @@ pub struct RawHook {
     pub insecure: bool,
     /// Registry host to use in image names instead of the one the sender reports.
     pub registry: Option<String>,
+    /// Registry hosts whose images the endpoint may announce.
+    #[serde(default)]
+    pub registries: Vec<String>,
     /// Report the result to Docker Hub's `callback_url`.
     #[serde(default)]
     pub callback: bool,

@@ -63,6 +63,8 @@ pub struct HookSettings {
     pub insecure: bool,
     /// Registry host override for image names.
     pub registry: Option<String>,
+    /// Registry hosts the endpoint may announce images of (empty: its default).
+    pub registries: Vec<String>,
     /// Docker Hub callbacks.
     pub callback: bool,
 }

@@ -285,6 +285,7 @@ impl Validator<'_> {
                 secret,
                 insecure: hook.insecure,
                 registry: hook.registry.clone(),
+                registries: hook.registries.clone(),
                 callback: hook.callback,
             });
         }
