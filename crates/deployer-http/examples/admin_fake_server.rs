@@ -47,12 +47,14 @@ async fn main() -> anyhow::Result<()> {
     ];
     let driver = Driver::new(DriverConfig::new("fake-host"), ports, specs)?;
     let handle = driver.handle();
+    // Bound first: the router must know its address to refuse requests under other names.
+    let listener = deployer_http::serve::bind(addr).await?;
     let config = AdminConfig {
         token: Some(token.into()),
+        listen: Some(listener.local_addr()?),
         ..AdminConfig::default()
     };
     let router = admin_router(&config, handle.clone(), Metrics::new(), None)?;
-    let listener = deployer_http::serve::bind(addr).await?;
     println!("listening on {}", listener.local_addr()?);
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

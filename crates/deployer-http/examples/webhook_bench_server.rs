@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let spec = ServiceSpec::builder("web", "127.0.0.1:5000/demo/app:latest".parse()?).build()?;
     let config = WebhookConfig {
-        registry: EndpointConfig::with_secret(token),
+        registry: EndpointConfig::with_secret(token).registries(["127.0.0.1:5000"]),
         ..WebhookConfig::default()
     };
     let trigger = WebhookTrigger::bind(addr, config, metrics)?;

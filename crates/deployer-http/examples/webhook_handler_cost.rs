@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let tracked = "127.0.0.1:5000/demo/app:latest".parse()?;
     let (sink, mut events) = EventSink::new([tracked], 1024);
     let config = WebhookConfig {
-        registry: EndpointConfig::with_secret(TOKEN),
+        registry: EndpointConfig::with_secret(TOKEN).registries(["127.0.0.1:5000"]),
         ..WebhookConfig::default()
     };
     let router = webhook_router(&config, sink, Metrics::new())?;

@@ -52,6 +52,11 @@ pub struct EndpointConfig {
     /// `request.host`; Harbor: `resource_url`; Quay: `docker_url`). Pushers may reach a
     /// registry under another name than the one the deployer pulls from.
     pub registry: Option<String>,
+    /// The registry hosts whose images this endpoint may announce; a request naming another
+    /// is refused (403 `foreign_registry`). Empty: `registry` when set, else the sender's own
+    /// (GitHub `ghcr.io`, Quay `quay.io`, Docker Hub `docker.io`); the registry and Harbor
+    /// endpoints then speak for none, and the generic one for any.
+    pub registries: Vec<String>,
 }
 
 impl EndpointConfig {
@@ -74,6 +79,12 @@ impl EndpointConfig {
     /// The same endpoint with a registry name override.
     pub fn registry(mut self, registry: impl Into<String>) -> Self {
         self.registry = Some(registry.into());
+        self
+    }
+
+    /// The same endpoint bound to `registries` (see [`registries`](Self::registries)).
+    pub fn registries<S: Into<String>>(mut self, registries: impl IntoIterator<Item = S>) -> Self {
+        self.registries = registries.into_iter().map(Into::into).collect();
         self
     }
 
@@ -108,16 +119,30 @@ impl EndpointConfig {
                     "only the registry, harbor and quay endpoints report a registry host",
                 ));
             }
-            let probe = ImageRef::parse(&format!("{registry}/probe:latest"));
-            if probe.map(|i| i.registry() != registry).unwrap_or(true) {
+            check_registry_host(&field("registry"), registry)?;
+            if !self.registries.is_empty() {
                 return Err(ConfigError::new(
-                    field("registry"),
-                    format!("{registry:?} is not a registry host[:port]"),
+                    field("registries"),
+                    "set together with registry, which already names the one host of every image this endpoint announces; choose one",
                 ));
             }
         }
+        for (i, registry) in self.registries.iter().enumerate() {
+            check_registry_host(&format!("{}[{i}]", field("registries")), registry)?;
+        }
         Ok(())
     }
+}
+
+fn check_registry_host(field: &str, registry: &str) -> Result<(), ConfigError> {
+    let probe = ImageRef::parse(&format!("{registry}/probe:latest"));
+    if probe.map(|i| i.registry() != registry).unwrap_or(true) {
+        return Err(ConfigError::new(
+            field,
+            format!("{registry:?} is not a registry host[:port]"),
+        ));
+    }
+    Ok(())
 }
 
 fn is_url_safe(b: u8) -> bool {
@@ -248,6 +273,14 @@ pub struct AdminConfig {
     pub body_limit: usize,
     /// Most history entries one request returns; default 1,000.
     pub max_history: usize,
+    /// The address the admin listener binds. Requests to `/api/v1/*` and `/metrics` must name
+    /// it in `Host` (a loopback address also as `localhost:<port>`; `0.0.0.0` as any IP
+    /// address on its port), so that a web page cannot read the API by DNS rebinding. `None`
+    /// (the default, for routers served on a port chosen later): loopback names on any port.
+    pub listen: Option<SocketAddr>,
+    /// Further names clients reach the admin API by (`deploy.internal`, or
+    /// `deploy.internal:8443` for that port only), accepted in `Host` and `Origin`.
+    pub hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -256,6 +289,8 @@ impl Default for AdminConfig {
             token: None,
             body_limit: 64 * 1024,
             max_history: 1000,
+            listen: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -277,6 +312,14 @@ impl AdminConfig {
                 "admin.max_history",
                 "must be greater than zero",
             ));
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            if crate::admin::parse_authority(host).is_none() {
+                return Err(ConfigError::new(
+                    format!("admin.hosts[{i}]"),
+                    format!("{host:?} is not a host name or host:port"),
+                ));
+            }
         }
         Ok(())
     }
@@ -611,6 +654,18 @@ mod tests {
             EndpointConfig::with_secret(TOKEN).registry("ghcr.io"),
         );
         assert_eq!(err.field, "webhooks.github.registry");
+        let err = refusal(
+            Sender::GitHub,
+            EndpointConfig::with_secret(TOKEN).registries(["ghcr.io", "https://ghcr.example.com"]),
+        );
+        assert_eq!(err.field, "webhooks.github.registries[1]");
+        let err = refusal(
+            Sender::Harbor,
+            EndpointConfig::with_secret(TOKEN)
+                .registry("harbor.internal")
+                .registries(["harbor.internal"]),
+        );
+        assert_eq!(err.field, "webhooks.harbor.registries");
         let both = EndpointConfig {
             insecure: true,
             ..EndpointConfig::with_secret(TOKEN)

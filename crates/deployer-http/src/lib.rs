@@ -29,7 +29,8 @@
 //! let handle = driver.handle();
 //!
 //! let mut hooks = WebhookConfig::default();
-//! hooks.registry = EndpointConfig::with_secret("a-long-random-registry-token");
+//! hooks.registry = EndpointConfig::with_secret("a-long-random-registry-token")
+//!     .registries(["registry.example.com:5000"]);
 //! let webhooks = WebhookTrigger::bind("0.0.0.0:4500".parse()?, hooks, metrics.clone())?;
 //! let poll = PollTrigger::for_driver(&handle, PollConfig::default())?;
 //! let driver = driver.with_trigger(Arc::new(webhooks)).with_trigger(Arc::new(poll));

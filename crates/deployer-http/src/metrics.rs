@@ -71,11 +71,13 @@ pub enum WebhookResult {
     Unavailable,
     /// The endpoint is off (404).
     NotFound,
+    /// An image of a registry the endpoint does not speak for (403).
+    ForeignRegistry,
 }
 
 impl WebhookResult {
     /// Every result.
-    pub const ALL: [WebhookResult; 11] = [
+    pub const ALL: [WebhookResult; 12] = [
         Self::Accepted,
         Self::Ignored,
         Self::Duplicate,
@@ -87,6 +89,7 @@ impl WebhookResult {
         Self::Busy,
         Self::Unavailable,
         Self::NotFound,
+        Self::ForeignRegistry,
     ];
 
     /// The label value.
@@ -103,6 +106,7 @@ impl WebhookResult {
             Self::Busy => "busy",
             Self::Unavailable => "unavailable",
             Self::NotFound => "not_found",
+            Self::ForeignRegistry => "foreign_registry",
         }
     }
 }

@@ -60,6 +60,12 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, Exit> {
+        // The admin API refuses a state-changing request that is not JSON, body or not (a
+        // web page could send anything else cross-site); `{}` asks for nothing in particular.
+        let body = match method {
+            reqwest::Method::GET | reqwest::Method::HEAD => body,
+            _ => Some(body.unwrap_or_else(|| json!({}))),
+        };
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -260,6 +266,8 @@ fn answer_error(status: reqwest::StatusCode, body: &Value) -> Exit {
         )),
         // A bad --image, --limit or --service.
         (400, _) => Exit::usage(error),
+        // A wrong --admin name: the message says to add it to admin.hosts.
+        (403, Some(codes::HOST_NOT_ALLOWED | codes::ORIGIN_NOT_ALLOWED)) => Exit::usage(error),
         // The registry lacks the image: nothing the CLI was told is malformed.
         (404, Some(codes::IMAGE_NOT_FOUND)) => Exit::failure(error),
         // An unknown service, or a path this daemon does not serve (a wrong --admin).
@@ -302,6 +310,7 @@ mod tests {
             (400, None, 64),
             (404, Some("image_not_found"), 1),
             (403, Some("image_unauthorized"), 1),
+            (403, Some("host_not_allowed"), 64),
             (409, Some("nothing_to_roll_back"), 1),
             (502, Some("build_failed"), 1),
             (500, None, 1),

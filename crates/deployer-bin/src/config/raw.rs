@@ -94,6 +94,9 @@ pub struct RawHook {
     pub insecure: bool,
     /// Registry host to use in image names instead of the one the sender reports.
     pub registry: Option<String>,
+    /// Registry hosts whose images the endpoint may announce.
+    #[serde(default)]
+    pub registries: Vec<String>,
     /// Report the result to Docker Hub's `callback_url`.
     #[serde(default)]
     pub callback: bool,
@@ -104,6 +107,9 @@ pub struct RawHook {
 pub struct RawAdmin {
     pub listen: Option<SocketAddr>,
     pub token: Option<SecretRef>,
+    /// Names clients reach the admin API by, besides its listen address.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

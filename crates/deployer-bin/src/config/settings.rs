@@ -63,6 +63,8 @@ pub struct HookSettings {
     pub insecure: bool,
     /// Registry host override for image names.
     pub registry: Option<String>,
+    /// Registry hosts the endpoint may announce images of (empty: its default).
+    pub registries: Vec<String>,
     /// Docker Hub callbacks.
     pub callback: bool,
 }
@@ -74,6 +76,8 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Bearer token; required unless `listen` is loopback.
     pub token: Option<Secret>,
+    /// Names accepted in `Host` and `Origin` besides the listen address.
+    pub hosts: Vec<String>,
 }
 
 /// Docker engine and local state.

@@ -145,6 +145,7 @@ impl Validator<'_> {
                 .listen
                 .unwrap_or_else(|| parse_addr(DEFAULT_ADMIN_LISTEN)),
             token: self.secret("admin.token", raw.admin.token.as_ref()),
+            hosts: raw.admin.hosts.clone(),
         };
         if !admin.listen.ip().is_loopback() && admin.token.is_none() && raw.admin.token.is_none() {
             self.problem(
@@ -284,6 +285,7 @@ impl Validator<'_> {
                 secret,
                 insecure: hook.insecure,
                 registry: hook.registry.clone(),
+                registries: hook.registries.clone(),
                 callback: hook.callback,
             });
         }

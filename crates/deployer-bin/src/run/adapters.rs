@@ -9,7 +9,7 @@ use deployer_http::config::{
     WebhookNotifierConfig, validate_admin_exposure,
 };
 
-use crate::config::{ConfigError, ConfigErrors, CoordinatorSettings, Settings};
+use crate::config::{ConfigError, ConfigErrors, CoordinatorSettings, Sender, Settings};
 
 /// Everything the adapters need, built from validated settings.
 #[derive(Debug, Clone)]
@@ -55,12 +55,28 @@ impl AdapterConfigs {
             ..WebhookConfig::default()
         };
         let mut callback = None;
+        // A registry or Harbor endpoint belongs to whoever runs it, so without configuration
+        // it speaks for the registry of the first service that pulls an image: one host, so
+        // that it cannot announce images of another registry some other service tracks.
+        let first_registry = settings
+            .services
+            .iter()
+            .find(|s| s.build().is_none())
+            .map(|s| s.image().registry().to_owned());
         for hook in &settings.webhooks.hooks {
             let endpoint = webhooks.endpoint_mut(hook.sender);
+            let mut registries = hook.registries.clone();
+            if registries.is_empty()
+                && hook.registry.is_none()
+                && matches!(hook.sender, Sender::Registry | Sender::Harbor)
+            {
+                registries.extend(first_registry.clone());
+            }
             *endpoint = EndpointConfig {
                 secret: hook.secret.as_ref().map(|s| s.expose().to_owned().into()),
                 insecure: hook.insecure,
                 registry: hook.registry.clone(),
+                registries,
             };
             if hook.callback {
                 callback = Some(DockerHubCallbackConfig {
@@ -76,6 +92,9 @@ impl AdapterConfigs {
                 .token
                 .as_ref()
                 .map(|s| s.expose().to_owned().into()),
+            // Port 0 is known only once bound; the guard then takes loopback names on any port.
+            listen: (settings.admin.listen.port() != 0).then_some(settings.admin.listen),
+            hosts: settings.admin.hosts.clone(),
             ..AdminConfig::default()
         };
         check("admin", admin.validate());
@@ -194,5 +213,54 @@ impl deployer_http::ProxyStats for SwitcherStats {
                 active: b.active,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{MapEnv, Overrides, parse};
+
+    fn adapters(text: &str) -> AdapterConfigs {
+        let env = MapEnv::of(&[("TOKEN", "s3cret-s3cret-s3cret")]);
+        let settings = parse("deployer.toml", text, &Overrides::default(), &env).expect("valid");
+        AdapterConfigs::new(&settings, "deployer.toml").expect("adapters")
+    }
+
+    #[test]
+    fn self_hosted_endpoints_speak_for_the_first_pulled_services_registry_only() {
+        let services = r#"
+[[service]]
+name = "built"
+image = "local/built:latest"
+[service.build]
+context = "/tmp"
+
+[[service]]
+name = "web"
+image = "registry.example.com:5000/team/web:latest"
+
+[[service]]
+name = "api"
+image = "ghcr.io/team/api:latest"
+"#;
+        let a = adapters(&format!(
+            "[webhooks.registry]\ntoken = {{ env = \"TOKEN\" }}\n[webhooks.harbor]\ntoken = {{ env = \"TOKEN\" }}\nregistry = \"harbor.internal\"\n[webhooks.github]\nsecret = {{ env = \"TOKEN\" }}\n{services}"
+        ));
+        assert_eq!(
+            a.webhooks.registry.registries,
+            ["registry.example.com:5000"]
+        );
+        // An override already names the one host; the hosted senders keep their own.
+        assert!(a.webhooks.harbor.registries.is_empty());
+        assert!(a.webhooks.github.registries.is_empty());
+
+        let a = adapters(&format!(
+            "[webhooks.registry]\ntoken = {{ env = \"TOKEN\" }}\nregistries = [\"a.example.com\", \"b.example.com\"]\n{services}"
+        ));
+        assert_eq!(
+            a.webhooks.registry.registries,
+            ["a.example.com", "b.example.com"]
+        );
     }
 }

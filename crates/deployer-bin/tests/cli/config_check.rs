@@ -264,3 +264,27 @@ async fn durations_and_counts_run_cannot_hold_are_refused() -> anyhow::Result<()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn admin_hosts_are_names_or_name_and_port() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good = BASE.replace(
+        "listen = \"127.0.0.1:24501\"",
+        "listen = \"127.0.0.1:24501\"\nhosts = [\"deploy.internal\", \"deploy.example.com:8443\"]",
+    );
+    let out = check(&write(dir.path(), "good.toml", &good)).await?;
+    assert_eq!(out.code, Some(0), "{out}");
+    let bad = BASE.replace(
+        "listen = \"127.0.0.1:24501\"",
+        "listen = \"127.0.0.1:24501\"\nhosts = [\"deploy.internal\", \"http://deploy.internal/\"]",
+    );
+    let out = check(&write(dir.path(), "bad.toml", &bad)).await?;
+    assert_eq!(out.code, Some(64), "{out}");
+    assert!(
+        out.stderr.contains(
+            "admin.hosts[1]: \"http://deploy.internal/\" is not a host name or host:port"
+        ),
+        "{out}"
+    );
+    Ok(())
+}

@@ -162,6 +162,8 @@ struct Seen {
     method: String,
     path: String,
     authorization: Option<String>,
+    content_type: Option<String>,
+    body: String,
 }
 
 type Answer = dyn Fn(&str, &str) -> (u16, serde_json::Value) + Send + Sync;
@@ -212,7 +214,7 @@ impl FakeAdmin {
             words.next().unwrap_or_default().to_owned(),
             words.next().unwrap_or_default().to_owned(),
         );
-        let (mut length, mut authorization) = (0, None);
+        let (mut length, mut authorization, mut content_type) = (0, None, None);
         loop {
             line.clear();
             reader.read_line(&mut line)?;
@@ -224,6 +226,7 @@ impl FakeAdmin {
                 match name.to_ascii_lowercase().as_str() {
                     "content-length" => length = value.trim().parse()?,
                     "authorization" => authorization = Some(value.trim().to_owned()),
+                    "content-type" => content_type = Some(value.trim().to_owned()),
                     _ => {}
                 }
             }
@@ -238,6 +241,8 @@ impl FakeAdmin {
                 method,
                 path,
                 authorization,
+                content_type,
+                body: String::from_utf8_lossy(&body).into_owned(),
             });
         let reply = reply.to_string();
         write!(
@@ -487,6 +492,9 @@ async fn a_failed_rollback_is_shown_by_deploy_and_history() -> anyhow::Result<()
             method: "POST".into(),
             path: "/api/v1/services/web/deploy".into(),
             authorization: None,
+            // The admin API refuses a state change that is not JSON, even without a body.
+            content_type: Some("application/json".into()),
+            body: "{}".into(),
         }
     );
     let why =

@@ -6,9 +6,16 @@
 //! the admin listener to loopback only; [`validate_admin_exposure`](crate::config::validate_admin_exposure)
 //! checks that. `/healthz` and `/readyz` never need a token (probes of supervisors).
 //!
+//! Because "anyone who can connect" includes the browsers on the host, those routes are also
+//! guarded against web pages (see `guard.rs`): a `Host` that is not the admin API's address
+//! is 403 `host_not_allowed`, a state-changing request from another `Origin` is 403
+//! `origin_not_allowed`, and one that is not `Content-Type: application/json` (even without a
+//! body) is 415 `unsupported_media_type`.
+//!
 //! Status codes: 200 reads; 202 deploy/rollback published (the deploy itself runs after the
 //! answer); 400 bad input naming the field, or an image from another repository; 401 missing
-//! or wrong token; 403 the registry refused deployer's credentials for the image; 404 unknown
+//! or wrong token; 403 the registry refused deployer's credentials for the image, or a request
+//! the guard refused (`Host`, `Origin`); 404 unknown
 //! service, image, tag or digest, or path; 409 nothing to roll back to; 413/415 body; 500 a
 //! corrupt coordinator record; 502 the image build (or another image step) failed; 503 the
 //! registry, the container engine or the coordinator cannot be reached, or not ready.
@@ -16,6 +23,7 @@
 //! Error bodies are `{"error": "<message>"}`; where one status has several causes they also
 //! carry `"code"`, one of [`codes`].
 
+mod guard;
 mod openapi;
 mod routes;
 
@@ -27,6 +35,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use deployer_core::driver::DriverHandle;
 
+pub(crate) use guard::parse_authority;
 pub use openapi::openapi_document;
 
 use crate::api_error::ApiError;
@@ -59,6 +68,13 @@ pub mod codes {
     pub const COORDINATOR_UNAVAILABLE: &str = "coordinator_unavailable";
     /// 500: a coordinator record cannot be decoded.
     pub const COORDINATOR_CORRUPT: &str = "coordinator_corrupt";
+    /// 403: `Host` is not the admin API's address nor one of `admin.hosts` (or is missing
+    /// from a request that changes state).
+    pub const HOST_NOT_ALLOWED: &str = "host_not_allowed";
+    /// 403: a request that changes state came from a web page of another origin.
+    pub const ORIGIN_NOT_ALLOWED: &str = "origin_not_allowed";
+    /// 415: a request that changes state is not `Content-Type: application/json`.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
 }
 
 /// Who may call a route.
@@ -105,11 +121,20 @@ pub fn admin_router(
         body_limit: config.body_limit,
         max_history: config.max_history,
     });
+    let browser_guard = Arc::new(guard::Guard::new(config));
     let (mut open, mut guarded) = (Router::new(), Router::new());
     for route in routes::routes() {
         match route.access {
             Access::Open => open = open.route(route.path, route.handler),
-            Access::Token => guarded = guarded.route(route.path, route.handler),
+            Access::Token => {
+                // On the method's handler only, so a method the path does not serve is still
+                // 405 whatever its headers.
+                let handler = route.handler.route_layer(middleware::from_fn_with_state(
+                    browser_guard.clone(),
+                    guard::guard,
+                ));
+                guarded = guarded.route(route.path, handler);
+            }
         }
     }
     // `route_layer`: only matched routes need the token, so unknown paths still get 404.

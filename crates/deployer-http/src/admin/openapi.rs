@@ -28,6 +28,14 @@ pub(super) fn document(max_history: usize) -> Value {
                       "description": "A service name; any other string is 404",
                       "schema": {"type": "string", "minLength": 1}});
     let unauthorized = error("Missing or wrong bearer token");
+    let foreign = error(
+        "Host is not the admin API's address nor one of admin.hosts (code host_not_allowed), \
+        or a state-changing request came from another Origin (origin_not_allowed)",
+    );
+    let not_json = error(
+        "The request changes state but is not Content-Type: application/json (code unsupported_media_type), \
+        body or not",
+    );
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -35,6 +43,8 @@ pub(super) fn document(max_history: usize) -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Services, history, fleet status, deploys and rollbacks of one deployer host. \
                 Every /api/v1 route and /metrics require `Authorization: Bearer <token>` when a token is configured. \
+                They answer only requests whose Host is the admin API's address (or one of admin.hosts); POSTs must be \
+                `Content-Type: application/json` even without a body, and must not come from another Origin. \
                 Timestamps are milliseconds since the Unix epoch."
         },
         "components": {
@@ -46,7 +56,9 @@ pub(super) fn document(max_history: usize) -> Value {
                                                   "enum": [codes::UNKNOWN_SERVICE, codes::WRONG_REPOSITORY, codes::NOTHING_TO_ROLL_BACK,
                                                            codes::IMAGE_NOT_FOUND, codes::IMAGE_UNAUTHORIZED, codes::REGISTRY_UNREACHABLE,
                                                            codes::ENGINE_UNREACHABLE, codes::BUILD_FAILED, codes::IMAGE_FAILED,
-                                                           codes::COORDINATOR_UNAVAILABLE, codes::COORDINATOR_CORRUPT]}}},
+                                                           codes::COORDINATOR_UNAVAILABLE, codes::COORDINATOR_CORRUPT,
+                                                           codes::HOST_NOT_ALLOWED, codes::ORIGIN_NOT_ALLOWED,
+                                                           codes::UNSUPPORTED_MEDIA_TYPE]}}},
                 "Service": {"type": "object",
                     "required": ["name", "image", "strategy", "replicas", "proxy", "state", "live", "generation",
                                  "target", "message", "endpoint", "updated_at", "last_report"],
@@ -87,8 +99,10 @@ pub(super) fn document(max_history: usize) -> Value {
                     "target": {"type": "object", "description": "With published and unchanged"},
                     "current": {"type": "object", "description": "With stale"},
                     "reason": {"type": "string", "description": "With stale"}}},
+                "RollbackRequest": {"type": "object", "additionalProperties": false, "properties": {},
+                    "description": "No fields: an empty object (or an empty body, still sent as application/json)"},
                 "DeployRequest": {"type": "object", "additionalProperties": false,
-                    "description": "Give image or digest, not both; an empty object or no body re-resolves the tracked tag",
+                    "description": "Give image or digest, not both; an empty object or an empty body (still sent as application/json) re-resolves the tracked tag",
                     "not": {"required": ["image", "digest"]},
                     "properties": {
                     "image": {"type": "string", "minLength": 1,
@@ -106,32 +120,36 @@ pub(super) fn document(max_history: usize) -> Value {
             "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text)",
                 "responses": {"200": {"description": "Metrics",
                                       "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}},
-                              "401": unauthorized}}},
+                              "401": unauthorized, "403": foreign}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document",
-                "responses": {"200": ok("OpenAPI document", json!({"type": "object"})), "401": unauthorized}}},
+                "responses": {"200": ok("OpenAPI document", json!({"type": "object"})), "401": unauthorized, "403": foreign}}},
             "/api/v1/services": {"get": {"summary": "Every service on this host",
                 "responses": {"200": ok("Services", json!({"type": "object", "properties": {
                     "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}}}})),
-                              "401": unauthorized}}},
+                              "401": unauthorized, "403": foreign}}},
             "/api/v1/services/{name}": {"get": {"summary": "One service", "parameters": [name],
                 "responses": {"200": ok("The service", json!({"$ref": "#/components/schemas/Service"})),
-                              "401": unauthorized, "404": error("No such service")}}},
+                              "401": unauthorized, "403": foreign, "404": error("No such service")}}},
             "/api/v1/services/{name}/deploy": {"post": {
                 "summary": "Deploy the tracked tag now (re-resolved), another tag or a digest; accepted even for an older build",
                 "parameters": [name],
-                "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeployRequest"}}}},
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeployRequest"}}}},
                 "responses": {"202": ok("Target published; the deploy follows", json!({"$ref": "#/components/schemas/PublishOutcome"})),
                               "400": error("Bad image or digest, or another repository"), "401": unauthorized,
-                              "403": error("The registry refused deployer's credentials for the image"),
+                              "403": error("The registry refused deployer's credentials for the image (code image_unauthorized), \
+                                  Host is not the admin API's address (host_not_allowed), or another Origin (origin_not_allowed)"),
                               "404": error("No such service (code unknown_service), or no such image, tag or digest at the registry (image_not_found)"),
-                              "413": error("Body too large"), "415": error("Body is not JSON"),
+                              "413": error("Body too large"), "415": not_json,
                               "500": error("A coordinator record cannot be decoded"),
                               "502": error("The image build or another image step failed"),
                               "503": error("The registry, the container engine or the coordinator cannot be reached")}}},
             "/api/v1/services/{name}/rollback": {"post": {"summary": "Return to the build before the current target",
                 "parameters": [name],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RollbackRequest"}}}},
                 "responses": {"202": ok("Target published; the rollback follows", json!({"$ref": "#/components/schemas/PublishOutcome"})),
-                              "401": unauthorized, "404": error("No such service"),
+                              "400": error("A body that is not an empty JSON object"),
+                              "401": unauthorized, "403": foreign, "404": error("No such service"),
+                              "413": error("Body too large"), "415": not_json,
                               "409": error("No earlier build to roll back to"),
                               "500": error("A coordinator record cannot be decoded"),
                               "503": error("Coordinator unavailable")}}},
@@ -144,12 +162,12 @@ pub(super) fn document(max_history: usize) -> Value {
                      "schema": {"type": "integer", "minimum": 1, "maximum": max_history, "default": HISTORY_DEFAULT.min(max_history)}}],
                 "responses": {"200": ok("Reports", json!({"type": "object", "properties": {
                     "reports": {"type": "array", "items": {"$ref": "#/components/schemas/DeployReport"}}}})),
-                              "400": error("Bad limit or service name"), "401": unauthorized,
+                              "400": error("Bad limit or service name"), "401": unauthorized, "403": foreign,
                               "404": error("No such service"), "503": error("Coordinator unavailable")}}},
             "/api/v1/fleet": {"get": {"summary": "Every service on every host, as the coordinator knows them",
                 "responses": {"200": ok("Statuses", json!({"type": "object", "properties": {
                     "statuses": {"type": "array", "items": {"$ref": "#/components/schemas/ServiceStatus"}}}})),
-                              "401": unauthorized, "503": error("Coordinator unavailable")}}}
+                              "401": unauthorized, "403": foreign, "503": error("Coordinator unavailable")}}}
         }
     })
 }
@@ -302,6 +320,8 @@ mod tests {
                 .method(Method::from_bytes(method.as_bytes()).unwrap())
                 .uri(&uri)
                 .header("authorization", format!("Bearer {TOKEN}"))
+                .header("host", "127.0.0.1:4501")
+                .header("content-type", "application/json")
                 .body(Body::empty())
                 .unwrap();
             let response = router.clone().oneshot(request).await.unwrap();

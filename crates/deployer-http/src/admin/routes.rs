@@ -307,7 +307,29 @@ fn deploy_image(body: &[u8], tracked: &ImageRef) -> Result<Option<ImageRef>, Api
 async fn rollback(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, &parts.headers, admin.body_limit, BODY_TIMEOUT)
+        .await
+        .map_err(|e| e.into_api_error())?;
+    // Clients must send JSON (the guard sees to it); a field would be a request for something
+    // a rollback cannot do, so it is refused rather than ignored.
+    if !body.trim_ascii().is_empty() {
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("body", format!("invalid JSON: {e}")))?;
+        match value.as_object() {
+            None => return Err(ApiError::bad_request("body", "expected a JSON object")),
+            Some(object) => {
+                if let Some(field) = object.keys().next() {
+                    return Err(ApiError::bad_request(
+                        field,
+                        "unknown field; a rollback takes none",
+                    ));
+                }
+            }
+        }
+    }
     let outcome = admin
         .handle
         .rollback(&name)
@@ -442,9 +464,12 @@ pub(crate) mod tests {
     }
 
     async fn call(router: &Router, method: &str, uri: &str) -> (StatusCode, Value) {
+        // As the CLI sends them: JSON, to the loopback address.
         let request = Request::builder()
             .method(method)
             .uri(uri)
+            .header("host", "127.0.0.1:4501")
+            .header("content-type", "application/json")
             .body(Body::empty())
             .expect("request");
         let response = router.clone().oneshot(request).await.expect("answer");
@@ -471,6 +496,7 @@ pub(crate) mod tests {
             (r#"{"digest":null}"#, "digest: expected a string"),
         ] {
             let request = Request::post("/api/v1/services/web/deploy")
+                .header("host", "localhost:4501")
                 .header("content-type", "application/json")
                 .body(Body::from(body))
                 .expect("request");

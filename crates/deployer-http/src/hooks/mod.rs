@@ -8,7 +8,8 @@
 //! 3. content type -> else 415
 //! 4. body within the size and time limits -> else 413 / 408
 //! 5. HMAC signature over the raw body (GitHub) -> else 401
-//! 6. JSON and the fields that matter -> else 400 `{"error": "<field>: <problem>"}`
+//! 6. JSON and the fields that matter -> else 400 `{"error": "<field>: <problem>"}`, and
+//!    every image from a registry the endpoint speaks for (`bound.rs`) -> else 403
 //! 7. submit each announced build to the sink (never blocks) -> 202, or 503 when the queue is
 //!    full (with `Retry-After`) or the deployer is stopping
 //!
@@ -16,6 +17,7 @@
 //! 202 too: the sender did nothing wrong, and retrying would not help.
 
 mod auth;
+mod bound;
 mod decode;
 mod dockerhub;
 mod generic;
@@ -124,6 +126,8 @@ struct Endpoint {
     secret: Option<Secret>,
     /// Registry name override.
     registry: Option<String>,
+    /// The registries it may announce images of.
+    bound: bound::Binding,
     /// The sender's name as an event source, built once.
     source: Source,
 }
@@ -160,6 +164,7 @@ pub fn webhook_router(
         endpoint.is_enabled().then(|| Endpoint {
             secret: endpoint.secret.clone(),
             registry: endpoint.registry.clone(),
+            bound: bound::Binding::new(sender, endpoint),
             source: Source::new(sender.as_str()),
         })
     });
@@ -318,6 +323,10 @@ impl Hooks {
                 ApiError::bad_request(&e.field, &e.problem),
             )
         })?;
+        endpoint
+            .bound
+            .check(sender, &builds)
+            .map_err(|e| (WebhookResult::ForeignRegistry, e))?;
         let delivery_id = match sender {
             Sender::GitHub => {
                 header(&parts.headers, GITHUB_DELIVERY).filter(|id| id.len() <= DELIVERY_ID_MAX)

@@ -26,6 +26,8 @@ use crate::common::*;
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
 const WEB: &str = "127.0.0.1:5000/demo/app:latest";
+/// What `Host` says when a client reaches a router built without a listen address.
+const LOOPBACK: &str = "127.0.0.1:4501";
 
 struct Admin {
     rig: Rig,
@@ -82,14 +84,14 @@ fn get(uri: &str) -> Request<Body> {
         .unwrap()
 }
 
+/// As the CLI sends it: JSON (even without a body), to the admin API's loopback address.
 fn deploy(name: &str, body: Option<Value>) -> Request<Body> {
     let builder = Request::post(format!("/api/v1/services/{name}/deploy"))
+        .header("host", LOOPBACK)
+        .header("content-type", "application/json")
         .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
     match body {
-        Some(body) => builder
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap(),
+        Some(body) => builder.body(Body::from(body.to_string())).unwrap(),
         None => builder.body(Body::empty()).unwrap(),
     }
 }
@@ -140,6 +142,8 @@ async fn health_is_open_everything_else_needs_the_token() {
         assert_eq!(send(&a.router, get(uri)).await.0, StatusCode::OK, "{uri}");
     }
     let unauthenticated = Request::post("/api/v1/services/web/deploy")
+        .header("host", LOOPBACK)
+        .header("content-type", "application/json")
         .body(Body::empty())
         .unwrap();
     assert_eq!(
@@ -337,6 +341,8 @@ async fn services_deploy_rollback_history_fleet_and_metrics() {
 
 fn rollback(name: &str) -> Request<Body> {
     Request::post(format!("/api/v1/services/{name}/rollback"))
+        .header("host", LOOPBACK)
+        .header("content-type", "application/json")
         .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
         .body(Body::empty())
         .unwrap()
@@ -493,6 +499,7 @@ async fn deploy_input_errors_name_the_field() {
         );
     }
     let text = Request::post("/api/v1/services/web/deploy")
+        .header("host", LOOPBACK)
         .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
         .header("content-type", "text/plain")
         .body(Body::from("image=x"))

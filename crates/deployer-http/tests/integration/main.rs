@@ -2,6 +2,8 @@
 //! against local fake servers, the real server on 127.0.0.1:0, and a real registry.
 
 mod admin;
+mod admin_guard;
+mod bound;
 mod common;
 mod decoders;
 mod notifiers;

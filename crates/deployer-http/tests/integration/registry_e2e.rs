@@ -20,11 +20,12 @@ use crate::common::*;
 async fn one_push_through_a_real_registry_yields_one_target() {
     let sweep = Sweep::new("http-registry-e2e");
     let metrics = Metrics::new();
-    let mut config = WebhookConfig::default();
-    *config.endpoint_mut(Sender::Registry) = EndpointConfig::with_secret(TOKEN);
-    let trigger =
-        WebhookTrigger::bind("127.0.0.1:0".parse().unwrap(), config, metrics.clone()).unwrap();
-    let hook = format!("http://{}/hooks/registry", trigger.local_addr());
+    // The endpoint must speak for the registry's host, known once it runs, and the registry
+    // must know the endpoint's URL before: the port is reserved, then bound again.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let hook = format!("http://{addr}/hooks/registry");
     let registry = Registry::start(RegistryOptions {
         notify_url: Some(hook),
         notify_token: Some(TOKEN.to_owned()),
@@ -33,6 +34,10 @@ async fn one_push_through_a_real_registry_yields_one_target() {
     .await
     .expect("a real registry (Debian's docker-registry)");
     let host = registry.host();
+    let mut config = WebhookConfig::default();
+    *config.endpoint_mut(Sender::Registry) =
+        EndpointConfig::with_secret(TOKEN).registries([host.clone()]);
+    let trigger = WebhookTrigger::bind(addr, config, metrics.clone()).unwrap();
     let (latest, other) = (
         format!("{host}/demo/app:latest"),
         format!("{host}/demo/app:other"),

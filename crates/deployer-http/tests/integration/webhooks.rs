@@ -47,7 +47,8 @@ impl Hooks {
     }
 }
 
-/// Every endpoint on, each with its secret.
+/// Every endpoint on, each with its secret; the self-hosted ones speak for the registries
+/// the fixtures name.
 fn config() -> WebhookConfig {
     let mut config = WebhookConfig::default();
     for sender in Sender::ALL {
@@ -58,6 +59,13 @@ fn config() -> WebhookConfig {
         };
         *config.endpoint_mut(sender) = EndpointConfig::with_secret(secret);
     }
+    config.registry = config.registry.registries([
+        "127.0.0.1:45998",
+        "127.0.0.1:5000",
+        "r.example.com",
+        "reg.example.com",
+    ]);
+    config.harbor = config.harbor.registries(["hub.example.com"]);
     config
 }
 
