@@ -56,6 +56,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod notify;
 mod poll;
+mod refusals;
 mod secret;
 pub mod serve;
 mod signal;

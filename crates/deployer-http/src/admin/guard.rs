@@ -31,13 +31,15 @@ use super::codes;
 use crate::api_error::ApiError;
 use crate::body::{media_type, unsupported_media_type};
 use crate::config::AdminConfig;
+use crate::refusals::{self, Refusals};
 
 /// The names and origins the admin API answers to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Guard {
     listen: Option<SocketAddr>,
     /// Lowercase, each with its port when one was given.
     hosts: Vec<(String, Option<u16>)>,
+    refusals: Refusals,
 }
 
 impl Guard {
@@ -51,6 +53,7 @@ impl Guard {
         Self {
             listen: config.listen,
             hosts,
+            refusals: Refusals::new("admin API"),
         }
     }
 
@@ -109,11 +112,15 @@ pub(crate) async fn guard(
     next: Next,
 ) -> Response {
     if let Err(refusal) = check(&guard, request.method(), request.uri(), request.headers()) {
-        tracing::warn!(
+        // A flood of foreign pages or rebinding names is a rate, and its values are cut.
+        guard
+            .refusals
+            .note("browser guard", refusal.code.unwrap_or("refused"));
+        tracing::debug!(
             method = %request.method(),
-            path = request.uri().path(),
+            path = refusals::quoted(request.uri().path()),
             "admin API: refused a request: {}",
-            refusal.message
+            refusals::quoted(&refusal.message)
         );
         return refusal.into_response();
     }

@@ -94,6 +94,7 @@ pub(crate) struct Admin {
     token: Option<Secret>,
     body_limit: usize,
     max_history: usize,
+    refusals: crate::refusals::Refusals,
 }
 
 impl std::fmt::Debug for Admin {
@@ -120,6 +121,7 @@ pub fn admin_router(
         token: config.token.clone(),
         body_limit: config.body_limit,
         max_history: config.max_history,
+        refusals: crate::refusals::Refusals::new("admin API"),
     });
     let browser_guard = Arc::new(guard::Guard::new(config));
     let (mut open, mut guarded) = (Router::new(), Router::new());
@@ -149,7 +151,7 @@ async fn require_token(State(admin): State<Arc<Admin>>, request: Request, next: 
     if let Some(token) = &admin.token
         && !bearer_matches(token, request.headers(), false)
     {
-        tracing::warn!("admin API: missing or wrong token");
+        admin.refusals.note("token", "unauthorized");
         return ApiError::unauthorized().into_response();
     }
     next.run(request).await

@@ -25,7 +25,6 @@ mod github;
 mod harbor;
 mod json;
 mod quay;
-mod refusals;
 mod registry;
 mod time;
 
@@ -51,8 +50,8 @@ use crate::api_error::ApiError;
 use crate::body::{InFlight, media_type, read_body_within, unsupported_media_type};
 use crate::config::{ConfigError, WebhookConfig};
 use crate::metrics::{Metrics, WebhookResult};
+use crate::refusals::{self, Refusals};
 use crate::secret::Secret;
-use refusals::Refusals;
 
 /// GitHub's event name header.
 const GITHUB_EVENT: &str = "x-github-event";
@@ -176,7 +175,7 @@ pub fn webhook_router(
         body_timeout: config.body_timeout,
         retry_after: config.retry_after,
         in_flight: InFlight::new(IN_FLIGHT_BYTES.max(config.body_limit)),
-        refusals: Refusals::default(),
+        refusals: Refusals::new("webhook"),
     });
     let mut router = Router::new();
     for sender in Sender::ALL {

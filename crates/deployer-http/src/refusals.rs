@@ -1,5 +1,5 @@
-//! Refused webhook requests, logged as a rate: a flood of bad tokens or bodies writes one
-//! summary line per interval, not one line per request.
+//! Refused requests (webhooks, the admin API), logged as a rate: a flood of bad tokens,
+//! bodies or hosts writes one summary line per interval, not one line per request.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
@@ -13,8 +13,10 @@ const EVERY: Duration = Duration::from_secs(10);
 /// The longest piece of a refused request's content a log line quotes.
 pub(crate) const QUOTED_MAX: usize = 200;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Refusals {
+    /// Who refuses, for the log line: "webhook", "admin API".
+    what: &'static str,
     state: Mutex<State>,
 }
 
@@ -25,6 +27,13 @@ struct State {
 }
 
 impl Refusals {
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            state: Mutex::default(),
+        }
+    }
+
     /// Counts one refusal of `sender`'s request for `reason`; logs the counts gathered since
     /// the last line when the interval has passed (the first refusal at once).
     pub(crate) fn note(&self, sender: &'static str, reason: &'static str) {
@@ -40,7 +49,7 @@ impl Refusals {
             .collect::<Vec<_>>()
             .join(", ");
         drop(state);
-        tracing::warn!(refused = %summary, "webhook requests refused (counts since the last such line, at most one every {EVERY:?})");
+        tracing::warn!(refused = %summary, "{} requests refused (counts since the last such line, at most one every {EVERY:?})", self.what);
     }
 }
 
@@ -58,7 +67,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_flood_is_one_line_per_interval_with_its_counts() {
-        let refusals = Refusals::default();
+        let refusals = Refusals::new("webhook");
         refusals.note("github", "unauthorized");
         for _ in 0..999 {
             refusals.note("github", "unauthorized");
