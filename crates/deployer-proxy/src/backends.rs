@@ -231,6 +231,8 @@ pub(crate) struct Pool {
     totals: Arc<Totals>,
     /// How to build each backend's HTTP client; `None` in TCP mode.
     upstream: Option<UpstreamSettings>,
+    /// Woken whenever a backend joins the routes, for requests held while there was none.
+    joined: tokio::sync::Notify,
 }
 
 impl Pool {
@@ -239,6 +241,7 @@ impl Pool {
             routes: RwLock::new(Vec::new()),
             next: AtomicUsize::new(0),
             draining: Mutex::new(Vec::new()),
+            joined: tokio::sync::Notify::new(),
             totals,
             upstream,
         }
@@ -255,6 +258,30 @@ impl Pool {
         // Started under the read lock: see the field doc of `routes`.
         let guard = ActiveGuard::start(&backend.tracker);
         Some((backend, guard))
+    }
+
+    /// Like [`Self::pick`], but while no backend is live, waits up to `hold` for one to join.
+    pub(crate) async fn pick_within(
+        &self,
+        hold: std::time::Duration,
+    ) -> Option<(Arc<Backend>, ActiveGuard)> {
+        if let Some(picked) = self.pick() {
+            return Some(picked);
+        }
+        if hold.is_zero() {
+            return None;
+        }
+        let until = tokio::time::Instant::now() + hold;
+        loop {
+            // Created before the look, so a backend joining in between still wakes it.
+            let joined = self.joined.notified();
+            if let Some(picked) = self.pick() {
+                return Some(picked);
+            }
+            if tokio::time::timeout_at(until, joined).await.is_err() {
+                return self.pick();
+            }
+        }
     }
 
     /// The live backend after `failed` in the routes, `None` when there is no other. The
@@ -284,6 +311,8 @@ impl Pool {
             return AddOutcome::AlreadyPresent;
         }
         routes.push(self.new_backend(addr));
+        drop(routes);
+        self.joined.notify_waiters();
         tracing::info!(backend = %addr, "backend added");
         AddOutcome::Added
     }
@@ -310,6 +339,7 @@ impl Pool {
         };
         drop(routes);
         if added == AddOutcome::Added {
+            self.joined.notify_waiters();
             tracing::info!(backend = %add, replaced = removed.len(), "backend swapped in");
         }
         (added, self.retire(removed))
@@ -331,7 +361,11 @@ impl Pool {
                 }
             }
         }
+        let any = !routes.is_empty();
         drop(routes);
+        if any {
+            self.joined.notify_waiters();
+        }
         self.retire(old)
     }
 

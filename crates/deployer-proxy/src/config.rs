@@ -20,6 +20,9 @@ pub enum Mode {
     Tcp,
 }
 
+/// How long a request waits for a backend when none is live, by default.
+pub const DEFAULT_EMPTY_HOLD: Duration = Duration::from_secs(5);
+
 /// Settings of a [`Proxy`](crate::Proxy).
 ///
 /// Build one with [`ProxyConfig::http`] or [`ProxyConfig::tcp`] and adjust the public
@@ -41,6 +44,10 @@ pub struct ProxyConfig {
     /// the request is handed to the backend connection pool (so it includes the connect).
     /// Past it the client gets a 504. Streaming bodies are not bounded by it.
     pub response_timeout: Duration,
+    /// HTTP only: how long a request waits for a backend when none is live (the only
+    /// container restarting, a first deploy still starting) before it gets a 503; it goes to
+    /// the first backend added meanwhile. Zero answers 503 at once.
+    pub empty_hold: Duration,
     /// HTTP only: how long a client connection may take to send a request head, idle time
     /// between keep-alive requests included; protects against slow or abandoned clients.
     pub client_header_timeout: Duration,
@@ -94,6 +101,13 @@ impl ProxyConfig {
         self
     }
 
+    /// Sets [`empty_hold`](Self::empty_hold).
+    #[must_use]
+    pub fn with_empty_hold(mut self, hold: Duration) -> Self {
+        self.empty_hold = hold;
+        self
+    }
+
     /// Sets [`response_timeout`](Self::response_timeout).
     #[must_use]
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
@@ -144,7 +158,8 @@ impl ProxyConfig {
 }
 
 impl Default for ProxyConfig {
-    /// HTTP on `127.0.0.1:0`, no backends, 5 s connect, 30 s response, 60 s client header,
+    /// HTTP on `127.0.0.1:0`, no backends, 5 s connect, 30 s response, 5 s hold while no
+    /// backend is live, 60 s client header,
     /// 90 s pool idle timeout, 1024 idle connections per backend, forwarded headers not
     /// trusted, served on the caller's runtime.
     fn default() -> Self {
@@ -154,6 +169,7 @@ impl Default for ProxyConfig {
             backends: Vec::new(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(30),
+            empty_hold: DEFAULT_EMPTY_HOLD,
             client_header_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_backend: 1024,

@@ -34,6 +34,7 @@ const MAX_OTHER_BACKENDS: u32 = 2;
 pub(crate) struct HttpSettings {
     server: http1::Builder,
     response_timeout: Duration,
+    empty_hold: Duration,
     trust_forwarded: bool,
 }
 
@@ -47,6 +48,7 @@ impl HttpSettings {
         Self {
             server,
             response_timeout: config.response_timeout,
+            empty_hold: config.empty_hold,
             trust_forwarded: config.trust_forwarded_headers,
         }
     }
@@ -93,7 +95,8 @@ async fn forward(
             "CONNECT is not supported\n",
         ));
     }
-    let Some((mut backend, mut guard)) = shared.pool.pick() else {
+    let Some((mut backend, mut guard)) = shared.pool.pick_within(shared.http.empty_hold).await
+    else {
         shared.totals.no_backend.fetch_add(1, Ordering::Relaxed);
         return Ok(text_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -66,8 +66,8 @@ async fn a_hung_backend_gives_504_at_the_response_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_backend_gives_503() {
-    let proxy = start_proxy(ProxyConfig::http(localhost())).await;
+async fn no_backend_gives_503_once_the_hold_ends_or_at_once_without_one() {
+    let proxy = start_proxy(ProxyConfig::http(localhost()).with_empty_hold(Duration::ZERO)).await;
     let reply = fetch(&proxy, "/").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.body, "no backend available\n");
@@ -119,4 +119,31 @@ async fn a_backend_that_does_not_accept_gives_504_at_the_connect_timeout() {
     let reply = fetch(&proxy, "/").await;
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(reply.body, "backend connect timed out\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_a_live_backend_waits_for_the_next_one() {
+    // A lone container restarting: requests arriving meanwhile are held, not refused.
+    let proxy =
+        start_proxy(ProxyConfig::http(localhost()).with_empty_hold(Duration::from_secs(30))).await;
+    let waiting = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move { fetch(&proxy, "/").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "answered while no backend was live");
+    let v1 = Backend::http("v1").await;
+    let _ = proxy.add_backend(v1.addr);
+    let reply = waiting.await.unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "v1"));
+
+    let short =
+        start_proxy(ProxyConfig::http(localhost()).with_empty_hold(Duration::from_millis(100)))
+            .await;
+    let reply = fetch(&short, "/").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 once the hold ends"
+    );
 }
