@@ -260,12 +260,18 @@ impl Pool {
         Some((backend, guard))
     }
 
-    /// Like [`Self::pick`], but while no backend is live, waits up to `hold` for one to join.
+    /// Like [`Self::pick`] (or [`Self::pick_other`] when `failed` is given), but while there
+    /// is no such backend, waits up to `hold` for one to join.
     pub(crate) async fn pick_within(
         &self,
+        failed: Option<SocketAddr>,
         hold: std::time::Duration,
     ) -> Option<(Arc<Backend>, ActiveGuard)> {
-        if let Some(picked) = self.pick() {
+        let pick = || match failed {
+            Some(failed) => self.pick_other(failed),
+            None => self.pick(),
+        };
+        if let Some(picked) = pick() {
             return Some(picked);
         }
         if hold.is_zero() {
@@ -275,11 +281,11 @@ impl Pool {
         loop {
             // Created before the look, so a backend joining in between still wakes it.
             let joined = self.joined.notified();
-            if let Some(picked) = self.pick() {
+            if let Some(picked) = pick() {
                 return Some(picked);
             }
             if tokio::time::timeout_at(until, joined).await.is_err() {
-                return self.pick();
+                return pick();
             }
         }
     }

@@ -95,7 +95,8 @@ async fn forward(
             "CONNECT is not supported\n",
         ));
     }
-    let Some((mut backend, mut guard)) = shared.pool.pick_within(shared.http.empty_hold).await
+    let Some((mut backend, mut guard)) =
+        shared.pool.pick_within(None, shared.http.empty_hold).await
     else {
         shared.totals.no_backend.fetch_add(1, Ordering::Relaxed);
         return Ok(text_response(
@@ -154,9 +155,14 @@ async fn forward(
                 // Never sent, or idempotent with no body (the backend died or froze before its
                 // event took it out of the routes): another live backend takes it, so the
                 // client never sees the fault.
+                // With no other backend live (the only one died), it waits for the next to
+                // join, as a request arriving then would.
                 if let Some(unsent) = failure.unsent
                     && other_tries > 0
-                    && let Some((next, next_guard)) = shared.pool.pick_other(backend.addr())
+                    && let Some((next, next_guard)) = shared
+                        .pool
+                        .pick_within(Some(backend.addr()), shared.http.empty_hold)
+                        .await
                 {
                     other_tries -= 1;
                     tracing::debug!(backend = %backend.addr(), %error, other = %next.addr(), "backend unreachable; the request goes to another one");

@@ -166,6 +166,14 @@ async fn a_killed_live_container_leaves_the_proxy_at_once_and_is_repaired_on_the
             cost.repaired
         );
         assert!(cost.ok > 0);
+        // Requests that found no live container waited for the restarted one; at most the
+        // few in flight on the killed one may fail (before the proxy held them: about 130).
+        assert!(
+            cost.failed < 10,
+            "{} failed: {:?}",
+            cost.failed,
+            cost.errors
+        );
         Ok(())
     })
     .await?

@@ -16,7 +16,8 @@ async fn a_refusing_backends_requests_go_to_another_and_alone_it_gives_502() {
     let config = ProxyConfig::http(localhost())
         .with_backends([dead, v1.addr])
         .with_connect_timeout(Duration::from_secs(600))
-        .with_response_timeout(Duration::from_secs(600));
+        .with_response_timeout(Duration::from_secs(600))
+        .with_empty_hold(Duration::ZERO);
     let proxy = start_proxy(config).await;
 
     // A killed container refuses until the engine's event takes it out of the routes: the
