@@ -179,18 +179,29 @@ pub(crate) fn unsupported_media_type(accepted: &[&str]) -> ApiError {
 mod tests {
     use super::*;
 
-    fn body(text: &'static str) -> Body {
-        Body::from(text)
+    async fn read(
+        text: &'static str,
+        limit: usize,
+        budget: &InFlight,
+    ) -> Result<HeldBody, BodyError> {
+        read_body_within(
+            Body::from(text),
+            &HeaderMap::new(),
+            limit,
+            Duration::from_secs(5),
+            budget,
+            |_| {},
+        )
+        .await
     }
 
     #[tokio::test]
     async fn bodies_share_one_budget_and_give_their_bytes_back_when_dropped() {
         let budget = InFlight::new(10);
-        let headers = HeaderMap::new();
         let mut seen = Vec::new();
         let first = read_body_within(
-            body("12345678"),
-            &headers,
+            Body::from("12345678"),
+            &HeaderMap::new(),
             100,
             Duration::from_secs(5),
             &budget,
@@ -199,45 +210,20 @@ mod tests {
         .await
         .expect("within the budget");
         assert_eq!(seen, b"12345678", "every chunk is shown as it arrives");
-        let refused = read_body_within(
-            body("abcd"),
-            &headers,
-            100,
-            Duration::from_secs(5),
-            &budget,
-            |_| {},
-        )
-        .await;
+        let refused = read("abcd", 100, &budget).await;
         assert_eq!(
             refused.unwrap_err(),
             BodyError::Busy,
             "8 of 10 bytes are held"
         );
         drop(first);
-        let again = read_body_within(
-            body("abcd"),
-            &headers,
-            100,
-            Duration::from_secs(5),
-            &budget,
-            |_| {},
-        )
-        .await;
+        let again = read("abcd", 100, &budget).await;
         assert_eq!(&again.expect("the budget is back").bytes[..], b"abcd");
     }
 
     #[tokio::test]
     async fn a_body_over_the_limit_is_refused_as_it_grows() {
-        let budget = InFlight::new(1 << 20);
-        let refused = read_body_within(
-            body("0123456789"),
-            &HeaderMap::new(),
-            4,
-            Duration::from_secs(5),
-            &budget,
-            |_| {},
-        )
-        .await;
+        let refused = read("0123456789", 4, &InFlight::new(1 << 20)).await;
         assert_eq!(refused.unwrap_err(), BodyError::TooLarge(4));
     }
 }

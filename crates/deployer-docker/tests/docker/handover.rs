@@ -202,6 +202,56 @@ async fn a_switch_moves_every_new_request_at_one_instant() -> anyhow::Result<()>
     .await?
 }
 
+/// What a watched rollout of a bad build cost: its report, and the client loop's requests
+/// that succeeded and failed.
+struct WatchedRollback {
+    report: deployer_core::DeployReport,
+    ok: u64,
+    failed: u64,
+    errors: Vec<String>,
+}
+
+/// Deploys v1, then `bad` with an 8 s watch under a client loop; checks it was rolled back
+/// and v1 serves again.
+async fn roll_out_a_bad_build(
+    label: &str,
+    base: &str,
+    bad: App,
+) -> anyhow::Result<WatchedRollback> {
+    let sweep = Sweep::new(label);
+    let docker = images::docker().await;
+    let (v1, id1) = build_image(&docker, &sweep, base, "v1", App::http("v1"), false).await?;
+    let (_, id2) = build_image(&docker, &sweep, base, "v2", bad, false).await?;
+    let tracked = v1.with_tag("live")?;
+    let spec = handover_service(&sweep, base, &tracked, Duration::from_secs(10))?;
+    let spec = deployer_core::ServiceSpec::builder(spec.name().as_str(), tracked.clone())
+        .strategy(spec.strategy().clone())
+        .health(spec.health().clone().with_watch(Duration::from_secs(8)))
+        .timeouts(*spec.timeouts())
+        .template(spec.template().clone())
+        .build()?;
+    let listen = spec.strategy().handover().unwrap().listen();
+    let harness = Harness::start(&docker, vec![spec]).await?;
+    let rev = harness.publish(&tracked, &id1).await?;
+    assert_eq!(
+        harness.report(rev, Duration::from_secs(30)).await?.outcome,
+        Outcome::Succeeded
+    );
+    let clients = ClientLoop::start(listen, 1, 1);
+    let rev = harness.publish(&tracked, &id2).await?;
+    let report = harness.report(rev, Duration::from_secs(60)).await?;
+    let (ok, failed, errors) = clients.finish().await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    assert_eq!(fetch_body(listen).await?, "v1\n", "v1 serves again");
+    harness.stop().await?;
+    Ok(WatchedRollback {
+        report,
+        ok,
+        failed,
+        errors,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_whose_clients_get_server_errors_is_rolled_back_within_the_watch()
 -> anyhow::Result<()> {
@@ -209,43 +259,18 @@ async fn a_build_whose_clients_get_server_errors_is_rolled_back_within_the_watch
         Duration::from_secs(120),
         "5xx answers after promotion",
         async {
-            let sweep = Sweep::new("handover-errors");
-            let docker = images::docker().await;
-            let (v1, id1) =
-                build_image(&docker, &sweep, "errs", "v1", App::http("v1"), false).await?;
-            let failing = App::ServerErrors {
+            // Its health check (/health) passes throughout: only the proxy's counters fail it.
+            let bad = App::ServerErrors {
                 version: "v2".into(),
             };
-            let (_, id2) = build_image(&docker, &sweep, "errs", "v2", failing, false).await?;
-            let tracked = v1.with_tag("live")?;
-            let spec = handover_service(&sweep, "errs", &tracked, Duration::from_secs(10))?;
-            // Its health check (/health) passes throughout: only the proxy's counters fail it.
-            let spec = deployer_core::ServiceSpec::builder(spec.name().as_str(), tracked.clone())
-                .strategy(spec.strategy().clone())
-                .health(spec.health().clone().with_watch(Duration::from_secs(8)))
-                .timeouts(*spec.timeouts())
-                .template(spec.template().clone())
-                .build()?;
-            let listen = spec.strategy().handover().unwrap().listen();
-            let harness = Harness::start(&docker, vec![spec]).await?;
-            let rev = harness.publish(&tracked, &id1).await?;
-            assert_eq!(
-                harness.report(rev, Duration::from_secs(30)).await?.outcome,
-                Outcome::Succeeded
-            );
-            let clients = ClientLoop::start(listen, 1, 1);
-            let rev = harness.publish(&tracked, &id2).await?;
-            let report = harness.report(rev, Duration::from_secs(60)).await?;
-            let (ok, failed, _) = clients.finish().await;
-            assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
-            let reason = report.reason.clone().unwrap_or_default();
+            let cost = roll_out_a_bad_build("handover-errors", "errs", bad).await?;
+            let reason = cost.report.reason.clone().unwrap_or_default();
             assert!(reason.contains("the proxy saw"), "{reason}");
-            assert_eq!(fetch_body(listen).await?, "v1\n", "v1 serves again");
             eprintln!(
-                "5xx after promotion: rolled back after {} ms; requests ok {ok}, failed {failed}",
-                report.duration_ms
+                "5xx after promotion: rolled back after {} ms; requests ok {}, failed {}",
+                cost.report.duration_ms, cost.ok, cost.failed
             );
-            harness.stop().await
+            Ok(())
         },
     )
     .await?
@@ -255,43 +280,18 @@ async fn a_build_whose_clients_get_server_errors_is_rolled_back_within_the_watch
 async fn a_build_that_crashes_after_promotion_is_rolled_back_within_the_watch() -> anyhow::Result<()>
 {
     bounded(Duration::from_secs(120), "a crash after promotion", async {
-        let sweep = Sweep::new("handover-watch");
-        let docker = images::docker().await;
-        let (v1, id1) = build_image(&docker, &sweep, "watch", "v1", App::http("v1"), false).await?;
         let crashing = App::CrashingHttp {
             version: "v2".into(),
             after: Duration::from_secs(3),
         };
-        let (_, id2) = build_image(&docker, &sweep, "watch", "v2", crashing, false).await?;
-        let tracked = v1.with_tag("live")?;
-        let mut spec = handover_service(&sweep, "watch", &tracked, Duration::from_secs(10))?;
-        let watch = Duration::from_secs(8);
-        spec = deployer_core::ServiceSpec::builder(spec.name().as_str(), tracked.clone())
-            .strategy(spec.strategy().clone())
-            .health(spec.health().clone().with_watch(watch))
-            .timeouts(*spec.timeouts())
-            .template(spec.template().clone())
-            .build()?;
-        let listen = spec.strategy().handover().unwrap().listen();
-        let harness = Harness::start(&docker, vec![spec]).await?;
-        let rev = harness.publish(&tracked, &id1).await?;
-        assert_eq!(
-            harness.report(rev, Duration::from_secs(30)).await?.outcome,
-            Outcome::Succeeded
-        );
-        let clients = ClientLoop::start(listen, 1, 1);
-        let rev = harness.publish(&tracked, &id2).await?;
-        let report = harness.report(rev, Duration::from_secs(60)).await?;
-        let (ok, failed, errors) = clients.finish().await;
-        assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
-        let reason = report.reason.clone().unwrap_or_default();
+        let cost = roll_out_a_bad_build("handover-watch", "watch", crashing).await?;
+        let reason = cost.report.reason.clone().unwrap_or_default();
         assert!(reason.contains("after taking traffic"), "{reason}");
-        assert_eq!(fetch_body(listen).await?, "v1\n", "v1 serves again");
         eprintln!(
-            "crash 3 s after promotion: rolled back after {} ms; requests ok {ok}, failed {failed} ({errors:?})",
-            report.duration_ms
+            "crash 3 s after promotion: rolled back after {} ms; requests ok {}, failed {} ({:?})",
+            cost.report.duration_ms, cost.ok, cost.failed, cost.errors
         );
-        harness.stop().await
+        Ok(())
     })
     .await?
 }
