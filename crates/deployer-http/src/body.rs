@@ -52,13 +52,7 @@ pub(crate) async fn read_body(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, BodyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge(limit));
-    }
+    declared_length(headers, limit)?;
     let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
     match collected {
         Err(_) => Err(BodyError::Timeout),
@@ -105,13 +99,7 @@ pub(crate) async fn read_body_within(
     budget: &InFlight,
     mut inspect: impl FnMut(&[u8]),
 ) -> Result<HeldBody, BodyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge(limit));
-    }
+    let declared = declared_length(headers, limit)?;
     // A declared length is taken from the budget whole, before a byte is read: a request
     // that cannot be held is refused at once, and its buffer is allocated once, exactly.
     let declared = declared.and_then(|n| u32::try_from(n).ok());
@@ -149,6 +137,18 @@ pub(crate) async fn read_body_within(
     tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| BodyError::Timeout)?
+}
+
+/// The `Content-Length`, refused when over `limit` (before a byte is read).
+fn declared_length(headers: &HeaderMap, limit: usize) -> Result<Option<u64>, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => Err(BodyError::TooLarge(limit)),
+        _ => Ok(declared),
+    }
 }
 
 fn take(budget: &InFlight, bytes: u32) -> Result<OwnedSemaphorePermit, BodyError> {
