@@ -1,8 +1,10 @@
 //! The engine's event stream, followed: when one of deployer's containers dies, is paused or
-//! removed, its backend leaves the proxy at once (before any repair), and the driver is told,
-//! so that it looks at the service now instead of at its next periodic scan.
+//! removed (or turns unhealthy, for a service whose health is the image's `HEALTHCHECK`),
+//! its backend leaves the proxy at once (before any repair), and the driver is told, so that
+//! it looks at the service now instead of at its next periodic scan; the same look puts it
+//! back once it serves again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -20,9 +22,20 @@ use tokio::sync::mpsc;
 use super::labels;
 
 /// Events the engine sends about containers that change whether they can serve.
-const ACTIONS: [&str; 7] = [
-    "die", "oom", "pause", "unpause", "start", "restart", "destroy",
+const ACTIONS: [&str; 8] = [
+    "die",
+    "oom",
+    "pause",
+    "unpause",
+    "start",
+    "restart",
+    "destroy",
+    // The engine sends `health_status: healthy` / `: unhealthy`; the filter takes the prefix.
+    "health_status",
 ];
+
+/// The action of a container whose `HEALTHCHECK` failed.
+const UNHEALTHY: &str = "health_status: unhealthy";
 
 /// Of those, the ones after which a container answers nothing.
 const GONE: [&str; 4] = ["die", "oom", "pause", "destroy"];
@@ -40,6 +53,7 @@ pub(crate) struct EventWatcher {
     pub(crate) scope: Option<String>,
     pub(crate) proxies: Arc<RwLock<BTreeMap<ServiceName, Proxy>>>,
     pub(crate) backends: Arc<Mutex<HashMap<(ServiceName, InstanceId), SocketAddr>>>,
+    pub(crate) docker_probed: Arc<RwLock<HashSet<ServiceName>>>,
 }
 
 impl EventWatcher {
@@ -126,7 +140,13 @@ impl EventWatcher {
     /// promote) follows from the driver. Its recorded address stays, so the repair knows what
     /// to replace.
     fn act(&self, event: &EngineEvent) {
-        if !GONE.contains(&event.action.as_str()) {
+        let unhealthy = event.action == UNHEALTHY
+            && self
+                .docker_probed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&event.service);
+        if !GONE.contains(&event.action.as_str()) && !unhealthy {
             return;
         }
         let Some(id) = event.instance else {

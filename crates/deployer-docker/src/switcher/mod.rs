@@ -36,7 +36,7 @@ use deployer_core::ports::{
 use deployer_core::reconcile::{
     Generation, Health, InstanceId, InstanceSpec, Observed, ObservedInstance, RunState,
 };
-use deployer_core::service::{ProxyProtocol, Strategy};
+use deployer_core::service::{Probe, ProxyProtocol, Strategy};
 use deployer_core::{Digest, ImageRef, ServiceName, ServiceSpec};
 use deployer_proxy::{BackendStats, Proxy, ProxyConfig};
 use futures_util::StreamExt;
@@ -108,6 +108,9 @@ pub struct DockerSwitcher {
     /// Instances whose traffic a newer instance of their slot took over at its promote: the
     /// drain of what they still served, waited for when they are retired.
     drains: Mutex<HashMap<(ServiceName, InstanceId), deployer_proxy::Drain>>,
+    /// Handover services whose health is the image's own `HEALTHCHECK`: for them, the
+    /// engine's "unhealthy" means out of the proxy.
+    docker_probed: Arc<RwLock<std::collections::HashSet<ServiceName>>>,
 }
 
 impl std::fmt::Debug for DockerSwitcher {
@@ -157,6 +160,7 @@ impl DockerSwitcher {
             bind_lock: tokio::sync::Mutex::new(()),
             backends: Arc::default(),
             drains: Mutex::default(),
+            docker_probed: Arc::default(),
         }
     }
 
@@ -225,6 +229,12 @@ impl DockerSwitcher {
                 source,
             })?;
         tracing::info!(service = %service.name(), listen = %proxy.local_addr(), "proxy bound");
+        if service.health().probe() == &Probe::Docker {
+            self.docker_probed
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(service.name().clone());
+        }
         self.proxies
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -704,6 +714,7 @@ impl Switcher for DockerSwitcher {
             scope: self.config.scope.clone(),
             proxies: self.proxies.clone(),
             backends: self.backends.clone(),
+            docker_probed: self.docker_probed.clone(),
         };
         Some(watcher.spawn())
     }

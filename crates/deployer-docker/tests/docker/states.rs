@@ -196,3 +196,92 @@ async fn with_two_replicas_a_killed_one_costs_no_request() -> anyhow::Result<()>
     })
     .await?
 }
+
+/// Runs `sh -c script` in `container` and waits for it to end.
+async fn exec(docker: &bollard::Docker, container: &str, script: &str) -> anyhow::Result<()> {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use futures_util::StreamExt;
+    let exec = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(vec!["/bin/sh", "-c", script]),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await?;
+    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&exec.id, None).await?
+    {
+        while output.next().await.is_some() {}
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_live_container_leaves_the_proxy_and_comes_back_when_healthy()
+-> anyhow::Result<()> {
+    bounded(
+        Duration::from_secs(120),
+        "an unhealthy live container",
+        async {
+            let sweep = Sweep::new("states-unhealthy");
+            let docker = images::docker().await;
+            // The image's own HEALTHCHECK fetches /health every second.
+            let (v1, id1) = build_image(&docker, &sweep, "hc", "v1", App::http("v1"), true).await?;
+            let tracked = v1.with_tag("live")?;
+            let spec = handover_service(&sweep, "hc", &tracked, Duration::from_secs(30))?;
+            let health = deployer_core::service::HealthCheck::new(
+                deployer_core::service::Probe::Docker,
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(30),
+                1,
+            )?
+            .with_watch(Duration::ZERO);
+            let spec = deployer_core::ServiceSpec::builder(spec.name().as_str(), tracked.clone())
+                .strategy(spec.strategy().clone())
+                .health(health)
+                .timeouts(*spec.timeouts())
+                .template(spec.template().clone())
+                .build()?;
+            let service = spec.name().to_string();
+            let listen = spec.strategy().handover().unwrap().listen();
+            // No periodic scan: only the engine's events can move it.
+            let harness = Harness::start_with(&docker, vec![spec], |c| c.resync = None).await?;
+            let rev = harness.publish(&tracked, &id1).await?;
+            assert_eq!(
+                harness.report(rev, Duration::from_secs(40)).await?.outcome,
+                Outcome::Succeeded
+            );
+            let proxy = harness.switcher.proxy(&service.parse()?).unwrap();
+            let (live, _) = containers_of(&docker, &service).await?.remove(0);
+
+            exec(&docker, &live, "rm /www/health").await?;
+            eventually(
+                Duration::from_secs(15),
+                "the unhealthy backend to leave the proxy",
+                || async { proxy.backends().is_empty().then_some(()) },
+            )
+            .await?;
+            exec(&docker, &live, "echo ok > /www/health").await?;
+            eventually(
+                Duration::from_secs(30),
+                "the healthy backend to come back",
+                || async {
+                    let back = !proxy.backends().is_empty();
+                    (back && fetch_body(listen).await.ok().as_deref() == Some("v1\n")).then_some(())
+                },
+            )
+            .await?;
+            let (same, _) = containers_of(&docker, &service).await?.remove(0);
+            assert_eq!(
+                same, live,
+                "the same container serves again, not a replacement"
+            );
+            harness.stop().await
+        },
+    )
+    .await?
+}
