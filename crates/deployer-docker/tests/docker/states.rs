@@ -79,9 +79,26 @@ struct KillCost {
     errors: Vec<String>,
 }
 
+/// What is done to a live container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// `docker kill`.
+    Kill,
+    /// `docker rm -f`: nothing is left to restart.
+    Remove,
+}
+
 /// Deploys `replicas` of v1, kills one live container under a client loop, and waits for the
 /// repair (started by the engine's event: the periodic scan is off).
 async fn kill_a_live_container(replicas: u32, label: &str) -> anyhow::Result<KillCost> {
+    break_a_live_container(replicas, label, Fault::Kill).await
+}
+
+async fn break_a_live_container(
+    replicas: u32,
+    label: &str,
+    fault: Fault,
+) -> anyhow::Result<KillCost> {
     let sweep = Sweep::new(label);
     let docker = images::docker().await;
     let (v1, id1) = build_image(&docker, &sweep, "web", "v1", App::http("v1"), false).await?;
@@ -108,12 +125,27 @@ async fn kill_a_live_container(replicas: u32, label: &str) -> anyhow::Result<Kil
     let clients = ClientLoop::start(listen, 1, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    docker
-        .kill_container(
-            &live,
-            None::<bollard::query_parameters::KillContainerOptions>,
-        )
-        .await?;
+    match fault {
+        Fault::Kill => {
+            docker
+                .kill_container(
+                    &live,
+                    None::<bollard::query_parameters::KillContainerOptions>,
+                )
+                .await?
+        }
+        Fault::Remove => {
+            docker
+                .remove_container(
+                    &live,
+                    Some(bollard::query_parameters::RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await?
+        }
+    }
     let killed = Instant::now();
     eventually(
         Duration::from_secs(5),
@@ -138,9 +170,11 @@ async fn kill_a_live_container(replicas: u32, label: &str) -> anyhow::Result<Kil
     )
     .await?;
     let cause = report.reason.clone().unwrap_or_default();
-    assert!(cause.contains("started again"), "{cause}");
+    if fault == Fault::Kill {
+        assert!(cause.contains("started again"), "{cause}");
+    }
     eprintln!(
-        "docker kill of a live container, {replicas} replica(s): out of the proxy after {} ms, serving again after {} ms; requests ok {ok}, failed {failed}",
+        "{fault:?} of a live container, {replicas} replica(s), repaired ({cause}): out of the proxy after {} ms, serving again after {} ms; requests ok {ok}, failed {failed}",
         left.as_millis(),
         repaired.as_millis()
     );
@@ -176,6 +210,25 @@ async fn a_killed_live_container_leaves_the_proxy_at_once_and_is_repaired_on_the
         );
         Ok(())
     })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_container_removed_by_hand_is_replaced_and_reported() -> anyhow::Result<()> {
+    bounded(
+        Duration::from_secs(120),
+        "a removed live container",
+        async {
+            let cost = break_a_live_container(1, "states-removed", Fault::Remove).await?;
+            assert!(
+                cost.repaired < Duration::from_secs(10),
+                "repaired {:?} after the removal",
+                cost.repaired
+            );
+            assert!(cost.ok > 0);
+            Ok(())
+        },
+    )
     .await?
 }
 
