@@ -323,6 +323,27 @@ fn without_a_journal_recovery_adopts_what_runs_and_touches_nothing() {
 }
 
 #[test]
+fn without_a_journal_a_handover_services_live_containers_out_of_the_proxy_are_put_back() {
+    // The journal was lost; the proxy is new: g2 and g3 run, serving nothing. On a tie the
+    // older is taken for live (a candidate is always newer than what it replaces): it is
+    // probed and put back; g3 is left alone, as nothing says it is a leftover.
+    let mut h = Harness::recovered(
+        spec(handover()),
+        observed(&[(3, 0, 3, true), (2, 0, 2, true)]),
+        None,
+    );
+    assert_eq!(h.machine().live().map(|g| g.id), Some(Generation(2)));
+    h.succeed_all();
+    let after_boot: Vec<_> = h.ops.iter().skip(2).collect();
+    assert_eq!(
+        after_boot,
+        [&Op::Probe(id(2, 0)), &Op::Promote(id(2, 0))],
+        "probe and promote the live one only"
+    );
+    assert_eq!(h.machine().phase(), &Phase::Idle);
+}
+
+#[test]
 fn a_candidate_the_journal_does_not_know_is_removed_at_recovery() {
     let journal = JournalEntry {
         live: Some(generation(3, 1)),

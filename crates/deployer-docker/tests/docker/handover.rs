@@ -295,3 +295,40 @@ async fn a_build_that_crashes_after_promotion_is_rolled_back_within_the_watch() 
     })
     .await?
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_lost_journal_serves_what_runs() -> anyhow::Result<()> {
+    bounded(
+        Duration::from_secs(120),
+        "a restart without a journal",
+        async {
+            let sweep = Sweep::new("handover-nojournal");
+            let docker = images::docker().await;
+            let (v1, id1) =
+                build_image(&docker, &sweep, "nj", "v1", App::http("v1"), false).await?;
+            let tracked = v1.with_tag("live")?;
+            let spec = handover_service(&sweep, "nj", &tracked, Duration::from_secs(10))?;
+            let listen = spec.strategy().handover().unwrap().listen();
+            let first = Harness::start(&docker, vec![spec.clone()]).await?;
+            let rev = first.publish(&tracked, &id1).await?;
+            assert_eq!(
+                first.report(rev, Duration::from_secs(30)).await?.outcome,
+                Outcome::Succeeded
+            );
+            first.stop().await?;
+            // Every harness has a journal of its own: this one starts with none, the container
+            // still running. What runs is adopted, and must be served, not left out of the proxy.
+            let second = Harness::start(&docker, vec![spec]).await?;
+            eventually(
+                Duration::from_secs(20),
+                "v1 through the new proxy",
+                || async {
+                    (fetch_body(listen).await.ok().as_deref() == Some("v1\n")).then_some(())
+                },
+            )
+            .await?;
+            second.stop().await
+        },
+    )
+    .await?
+}

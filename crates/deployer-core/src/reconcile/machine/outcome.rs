@@ -246,4 +246,19 @@ impl Machine {
             false,
         )
     }
+
+    /// Without a journal nothing says which containers are leftovers, so none is touched;
+    /// but the adopted live generation must take traffic: those of its containers that run
+    /// out of the proxy (a fresh proxy after the journal was lost) are probed and put in.
+    pub(super) fn reattach_live(&self) -> VecDeque<Action> {
+        let (Some(live), Some(_)) = (&self.live, self.spec.strategy().handover()) else {
+            return VecDeque::new();
+        };
+        self.model
+            .iter()
+            .filter(|i| i.spec.id.generation == live.id && i.spec.id.slot < self.spec.replicas())
+            .filter(|i| matches!(i.status, Status::Running | Status::Healthy))
+            .flat_map(|i| [Action::Probe(i.spec.id), Action::Promote(i.spec.id)])
+            .collect()
+    }
 }

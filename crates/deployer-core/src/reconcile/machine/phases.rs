@@ -80,9 +80,10 @@ impl Machine {
             target,
         };
         let Some(fetched) = fetched else {
-            // Without a journal nothing says which containers are leftovers: touch nothing.
-            let actions = if matches!(self.spec.strategy(), Strategy::Stop) || !self.journaled {
+            let actions = if matches!(self.spec.strategy(), Strategy::Stop) {
                 VecDeque::new()
+            } else if !self.journaled {
+                self.reattach_live()
             } else {
                 self.converge_on_live()
             };
