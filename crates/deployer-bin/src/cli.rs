@@ -55,6 +55,12 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Make the daemon read its config file again and apply its services without a restart
+    /// (added ones start, changed ones restart their actor, removed ones are taken down).
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show past deploys, newest first.
     History {
         /// Only this service.

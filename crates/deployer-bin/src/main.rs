@@ -92,6 +92,7 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
                 .deploy(&service, image.as_deref(), false, &wait)
                 .await
         }
+        Command::Reload { client } => client::Client::new(&client)?.reload().await,
         Command::Rollback {
             service,
             wait,

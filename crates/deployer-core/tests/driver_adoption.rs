@@ -101,3 +101,64 @@ async fn a_service_adopted_while_running_deploys_and_a_forgotten_one_is_gone() {
     );
     running.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_adds_changes_and_removes_declared_services() {
+    let env = Env::new();
+    let running = env.start(
+        vec![handover("web", "demo/web:1"), recreate("old", "demo/old:1")],
+        4,
+    );
+    env.publish("demo/api:1", 1).await;
+    let web = running
+        .handle
+        .specs()
+        .into_iter()
+        .find(|s| s.name().as_str() == "web")
+        .unwrap();
+    let changed_web = ServiceSpec::builder("web", "demo/web:1".parse().unwrap())
+        .strategy(web.strategy().clone())
+        .health(
+            web.health()
+                .clone()
+                .with_watch(std::time::Duration::from_secs(1)),
+        )
+        .build()
+        .unwrap();
+
+    let summary = running
+        .handle
+        .reload(vec![changed_web.clone(), recreate("api", "demo/api:1")])
+        .expect("reloaded");
+    assert_eq!(summary.added, [name("api")]);
+    assert_eq!(summary.changed, [name("web")]);
+    assert_eq!(summary.removed, [name("old")]);
+    assert_eq!(summary.unchanged, 0);
+
+    let api = env
+        .report("the added service's deploy", is("api", Outcome::Succeeded))
+        .await;
+    assert_eq!(
+        api.to,
+        Some(digest(1)),
+        "the target published before it was declared"
+    );
+    until("the removed service to leave the view", || {
+        running.handle.service("old").is_none()
+    })
+    .await;
+    until("web to run its new spec", || {
+        running
+            .handle
+            .service("web")
+            .is_some_and(|v| v.spec.health().watch() == std::time::Duration::from_secs(1))
+    })
+    .await;
+    let again = running
+        .handle
+        .reload(vec![changed_web, recreate("api", "demo/api:1")])
+        .expect("reloaded again");
+    assert_eq!(again.unchanged, 2, "{again:?}");
+    assert!(again.added.is_empty() && again.changed.is_empty() && again.removed.is_empty());
+    running.stop().await;
+}

@@ -61,7 +61,7 @@ mod secret;
 pub mod serve;
 mod signal;
 
-pub use admin::admin_router;
+pub use admin::{ReloadError, Reloader, admin_router, admin_router_with_reload};
 pub use config::ConfigError;
 pub use hooks::webhook_router;
 pub use metrics::{Metrics, ProxyBackendStats, ProxyStats};

@@ -91,6 +91,36 @@ impl Client {
         Err(answer_error(status, &value))
     }
 
+    /// `deployer reload`.
+    pub async fn reload(&self) -> Result<(), Exit> {
+        let summary = self
+            .call(reqwest::Method::POST, "/api/v1/reload", None)
+            .await?;
+        if self.json {
+            println!("{summary}");
+            return Ok(());
+        }
+        let names = |key: &str| -> String {
+            let list: Vec<&str> = summary[key]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if list.is_empty() {
+                "-".to_owned()
+            } else {
+                list.join(", ")
+            }
+        };
+        println!(
+            "reloaded: added {}; changed {}; removed {}; unchanged {}",
+            names("added"),
+            names("changed"),
+            names("removed"),
+            summary["unchanged"].as_u64().unwrap_or_default()
+        );
+        Ok(())
+    }
+
     /// `deployer status`.
     pub async fn status(&self) -> Result<(), Exit> {
         let services = self

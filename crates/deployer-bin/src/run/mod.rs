@@ -4,6 +4,7 @@
 mod adapters;
 mod descriptors;
 mod logging;
+mod reload;
 mod signals;
 
 use std::path::Path;
@@ -19,7 +20,7 @@ use deployer_docker::{
 };
 use deployer_etcd::EtcdCoordinator;
 use deployer_http::notify::{DockerHubCallback, MetricsNotifier, SlackNotifier, WebhookNotifier};
-use deployer_http::{Metrics, PollTrigger, SignalTrigger, WebhookTrigger, admin_router};
+use deployer_http::{Metrics, PollTrigger, SignalTrigger, WebhookTrigger};
 
 pub use adapters::AdapterConfigs;
 
@@ -202,11 +203,20 @@ pub async fn run(
         .map_err(|e| bad_config(&e))?;
     driver = driver.with_trigger(Arc::new(hangup));
 
-    let admin = admin_router(
+    let reloader = path.map(|path| {
+        Arc::new(reload::ConfigReloader {
+            path: path.to_owned(),
+            overrides: overrides.clone(),
+            handle: handle.clone(),
+            switcher: switcher.clone(),
+        }) as Arc<dyn deployer_http::Reloader>
+    });
+    let admin = deployer_http::admin_router_with_reload(
         &adapters.admin,
         handle.clone(),
         metrics,
         Some(Arc::new(adapters::SwitcherStats(switcher.clone()))),
+        reloader,
     )
     .map_err(|e| bad_config(&e))?;
     let listener = deployer_http::serve::bind(settings.admin.listen)

@@ -8,6 +8,7 @@
 //!   status, rollback, history, a failed deploy, JSON logs, and SIGTERM during a deploy.
 //! - `flood`: idle and stalled-body floods on the webhook port of a daemon limited to 1,024
 //!   open files: the proxy keeps serving, memory stays bounded.
+//! - `reload`: `deployer reload` adds a service, refuses an invalid file, removes a service.
 //! - `registry_truth`: a tag moved back converges by notification, SIGHUP and poll; a replay
 //!   changes nothing; history, rollback points and halts survive SIGKILL.
 
@@ -18,5 +19,6 @@ mod end_to_end;
 mod flood;
 mod offline;
 mod registry_truth;
+mod reload;
 mod scripts;
 mod support;

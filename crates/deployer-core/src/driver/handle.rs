@@ -67,6 +67,22 @@ pub enum ControlError {
 pub(crate) enum Control {
     Adopt(Arc<ServiceSpec>),
     Forget(ServiceName),
+    /// A reloaded config declares this service anew: its actor restarts with the spec.
+    Replace(Arc<ServiceSpec>),
+}
+
+/// What a reload changed, by service name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadSummary {
+    /// Declared now, not before: they start deploying.
+    pub added: Vec<ServiceName>,
+    /// Declared before with another spec: their actors restart with the new one (what runs
+    /// is recovered, not redeployed; a new template applies at the next deploy).
+    pub changed: Vec<ServiceName>,
+    /// Declared before, not now: no longer run by this daemon.
+    pub removed: Vec<ServiceName>,
+    /// Declared the same as before.
+    pub unchanged: usize,
 }
 
 /// Latest status and report of each service on this host.
@@ -255,6 +271,58 @@ impl DriverHandle {
         }
         self.control
             .send(Control::Forget(spec.name().clone()))
+            .map_err(|_| ControlError::Stopped)
+    }
+
+    /// Makes `declared` the declared services, as a reloaded config says: new ones start,
+    /// changed ones restart with their new spec, and those no longer declared stop and leave
+    /// the views (a service adopted from labels and now declared counts as changed; adopted
+    /// services the config does not name stay as they are). Nothing is changed when two
+    /// specs share a name.
+    pub fn reload(&self, declared: Vec<ServiceSpec>) -> Result<ReloadSummary, ControlError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for spec in &declared {
+            if !seen.insert(spec.name().clone()) {
+                return Err(ControlError::ServiceExists(spec.name().to_string()));
+            }
+        }
+        let mut summary = ReloadSummary::default();
+        for spec in declared {
+            let spec = Arc::new(spec);
+            let name = spec.name().clone();
+            match self.specs.get(name.as_str()) {
+                None => {
+                    self.specs.insert(spec.clone(), false);
+                    self.sink.set_tracked(spec.image(), true);
+                    self.send(Control::Adopt(spec))?;
+                    summary.added.push(name);
+                }
+                Some(old) if *old == *spec && !self.specs.is_adopted(&name) => {
+                    summary.unchanged += 1;
+                }
+                Some(old) => {
+                    self.specs.replace(spec.clone());
+                    self.sink.set_tracked(spec.image(), true);
+                    if self.specs.tracking(old.image()).is_empty() {
+                        self.sink.set_tracked(old.image(), false);
+                    }
+                    self.send(Control::Replace(spec))?;
+                    summary.changed.push(name);
+                }
+            }
+        }
+        for old in self.specs.declared() {
+            if !seen.contains(old.name()) {
+                self.send(Control::Forget(old.name().clone()))?;
+                summary.removed.push(old.name().clone());
+            }
+        }
+        Ok(summary)
+    }
+
+    fn send(&self, control: Control) -> Result<(), ControlError> {
+        self.control
+            .send(control)
             .map_err(|_| ControlError::Stopped)
     }
 

@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use handle::Control;
-pub use handle::{ControlError, DriverHandle, ServiceView};
+pub use handle::{ControlError, DriverHandle, ReloadSummary, ServiceView};
 use services::Services;
 pub use sink::{EventSink, IngestCounts, IngestStats, Submission, SubmitError};
 
@@ -286,34 +286,33 @@ impl Driver {
 
         let mut control = self.control;
         let mut forgetting = BTreeSet::new();
+        let mut replacing = std::collections::BTreeMap::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(change) = control.recv() => match change {
                     Control::Adopt(spec) if !roster.runs(spec.name()) => {
-                        tracing::info!(service = %spec.name(), image = %spec.image(), "adopted: deploying its newest build from now on");
-                        let image = spec.image().clone();
-                        roster.spawn(spec);
-                        // The route missed every target published before it existed.
-                        let (coordinator, routes) = (self.ports.coordinator.clone(), roster.routes.clone());
-                        front.spawn(async move {
-                            match coordinator.target(&image).await {
-                                Ok(Some(target)) => routes.offer(&target),
-                                Ok(None) => {}
-                                Err(e) => tracing::warn!(image = %image, "cannot read the adopted service's target: {}", error_chain(&e)),
-                            }
-                        });
+                        tracing::info!(service = %spec.name(), image = %spec.image(), "new service: deploying its newest build from now on");
+                        start(&mut roster, &mut front, &self.ports.coordinator, spec);
                     }
                     Control::Adopt(_) => {}
                     Control::Forget(name) => {
                         forgetting.insert(name.clone());
                         roster.stop(&name);
                     }
+                    Control::Replace(spec) if roster.runs(spec.name()) => {
+                        tracing::info!(service = %spec.name(), "changed: restarting its actor with the new spec");
+                        roster.stop(spec.name());
+                        replacing.insert(spec.name().clone(), spec);
+                    }
+                    Control::Replace(spec) => start(&mut roster, &mut front, &self.ports.coordinator, spec),
                 },
                 Some(name) = roster.next_ended(), if !roster.is_empty() => {
                     if forgetting.remove(&name) {
                         forget(&self.handle, &name, &statuses);
+                    } else if let Some(spec) = replacing.remove(&name) {
+                        start(&mut roster, &mut front, &self.ports.coordinator, spec);
                     }
                 }
             }
@@ -354,10 +353,31 @@ impl Driver {
     }
 }
 
-/// Drops a forgotten service (its actor has ended): from the handle's views, from the
-/// coordinator's statuses, and from the tracked images unless another service tracks it.
+/// Starts `spec`'s actor and hands it the current target of its repo:tag, which its new
+/// route missed.
+fn start(
+    roster: &mut roster::Roster,
+    tasks: &mut JoinSet<()>,
+    coordinator: &Arc<dyn Coordinator>,
+    spec: Arc<ServiceSpec>,
+) {
+    let image = spec.image().clone();
+    roster.spawn(spec);
+    let (coordinator, routes) = (coordinator.clone(), roster.routes.clone());
+    tasks.spawn(async move {
+        match coordinator.target(&image).await {
+            Ok(Some(target)) => routes.offer(&target),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(image = %image, "cannot read the target of a new service: {}", error_chain(&e)),
+        }
+    });
+}
+
+/// Drops a forgotten or undeclared service (its actor has ended): from the handle's views,
+/// from the coordinator's statuses, and from the tracked images unless another service
+/// tracks it.
 fn forget(handle: &DriverHandle, name: &ServiceName, statuses: &notify::StatusPublisher) {
-    let Some(spec) = handle.specs.remove_adopted(name) else {
+    let Some(spec) = handle.specs.remove(name) else {
         return;
     };
     handle.board.forget(name);
@@ -365,7 +385,7 @@ fn forget(handle: &DriverHandle, name: &ServiceName, statuses: &notify::StatusPu
     if handle.specs.tracking(spec.image()).is_empty() {
         handle.sink.set_tracked(spec.image(), false);
     }
-    tracing::info!(service = %name, "forgotten: its containers are gone");
+    tracing::info!(service = %name, "no longer run by this daemon");
 }
 
 /// Turns the engine's container events into an immediate look at the service concerned.

@@ -67,13 +67,31 @@ impl Services {
         self.read().get(name).is_some_and(|e| e.adopted)
     }
 
-    /// Removes an adopted service; declared ones stay.
-    pub(crate) fn remove_adopted(&self, name: &ServiceName) -> Option<Arc<ServiceSpec>> {
+    /// Removes a service.
+    pub(crate) fn remove(&self, name: &ServiceName) -> Option<Arc<ServiceSpec>> {
         let mut services = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        if !services.get(name).is_some_and(|e| e.adopted) {
-            return None;
-        }
         services.remove(name).map(|e| e.spec)
+    }
+
+    /// Puts `spec` in place of the service of its name, as declared (a reloaded config).
+    pub(crate) fn replace(&self, spec: Arc<ServiceSpec>) -> Option<Arc<ServiceSpec>> {
+        let mut services = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = Entry {
+            spec,
+            adopted: false,
+        };
+        services
+            .insert(entry.spec.name().clone(), entry)
+            .map(|old| old.spec)
+    }
+
+    /// The declared services (not the adopted ones).
+    pub(crate) fn declared(&self) -> Vec<Arc<ServiceSpec>> {
+        self.read()
+            .values()
+            .filter(|e| !e.adopted)
+            .map(|e| e.spec.clone())
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ServiceName, Entry>> {

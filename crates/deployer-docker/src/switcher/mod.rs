@@ -10,6 +10,7 @@
 //! one, containers carrying any `deployer.node` label are someone else's.
 
 mod container_config;
+mod decommission;
 mod events;
 mod handover;
 pub mod labels;

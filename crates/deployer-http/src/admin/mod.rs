@@ -1,5 +1,5 @@
-//! The admin API: services, history, fleet, deploy and rollback, health, metrics, and its
-//! OpenAPI document.
+//! The admin API: services, history, fleet, deploy and rollback, config reload, health,
+//! metrics, and its OpenAPI document.
 //!
 //! `/api/v1/*` and `/metrics` require `Authorization: Bearer <admin token>` when a token is
 //! configured. Without a token anyone who can connect may deploy, so the binary must then bind
@@ -12,19 +12,23 @@
 //! `origin_not_allowed`, and one that is not `Content-Type: application/json` (even without a
 //! body) is 415 `unsupported_media_type`.
 //!
-//! Status codes: 200 reads; 202 deploy/rollback published (the deploy itself runs after the
-//! answer); 400 bad input naming the field, or an image from another repository; 401 missing
+//! Status codes: 200 reads and applied reloads; 202 deploy/rollback published (the deploy
+//! itself runs after the answer); 400 bad input naming the field, an image from another
+//! repository, or a reloaded config that fails its checks; 401 missing
 //! or wrong token; 403 the registry refused deployer's credentials for the image, or a request
 //! the guard refused (`Host`, `Origin`); 404 unknown
-//! service, image, tag or digest, or path; 409 nothing to roll back to; 413/415 body; 500 a
+//! service, image, tag or digest, or path; 409 nothing to roll back to, or a reload that
+//! cannot be applied while running; 413/415 body; 500 a
 //! corrupt coordinator record; 502 the image build (or another image step) failed; 503 the
-//! registry, the container engine or the coordinator cannot be reached, or not ready.
+//! registry, the container engine or the coordinator cannot be reached, or not ready, or no
+//! config file to reload.
 //!
 //! Error bodies are `{"error": "<message>"}`; where one status has several causes they also
 //! carry `"code"`, one of [`codes`].
 
 mod guard;
 mod openapi;
+mod reload;
 mod routes;
 
 use std::sync::Arc;
@@ -37,6 +41,7 @@ use deployer_core::driver::DriverHandle;
 
 pub(crate) use guard::parse_authority;
 pub use openapi::openapi_document;
+pub use reload::{ReloadError, Reloader};
 
 use crate::api_error::ApiError;
 use crate::config::{AdminConfig, ConfigError};
@@ -75,6 +80,12 @@ pub mod codes {
     pub const ORIGIN_NOT_ALLOWED: &str = "origin_not_allowed";
     /// 415: a request that changes state is not `Content-Type: application/json`.
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    /// 400: the config file read again by a reload does not pass `config check`.
+    pub const INVALID_CONFIG: &str = "invalid_config";
+    /// 409: the reloaded config is valid but cannot be applied while running.
+    pub const RELOAD_REFUSED: &str = "reload_refused";
+    /// 503: the daemon has no config file to read again.
+    pub const RELOAD_UNAVAILABLE: &str = "reload_unavailable";
 }
 
 /// Who may call a route.
@@ -95,6 +106,7 @@ pub(crate) struct Admin {
     body_limit: usize,
     max_history: usize,
     refusals: crate::refusals::Refusals,
+    reloader: Option<Arc<dyn Reloader>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -106,12 +118,24 @@ impl std::fmt::Debug for Admin {
     }
 }
 
-/// The admin router (see the module docs for the routes and their status codes).
+/// The admin router (see the module docs for the routes and their status codes), without
+/// reloads (`POST /api/v1/reload` answers 503).
 pub fn admin_router(
     config: &AdminConfig,
     handle: DriverHandle,
     metrics: Arc<Metrics>,
     proxy: Option<Arc<dyn ProxyStats>>,
+) -> Result<Router, ConfigError> {
+    admin_router_with_reload(config, handle, metrics, proxy, None)
+}
+
+/// [`admin_router`] with a [`Reloader`] behind `POST /api/v1/reload`.
+pub fn admin_router_with_reload(
+    config: &AdminConfig,
+    handle: DriverHandle,
+    metrics: Arc<Metrics>,
+    proxy: Option<Arc<dyn ProxyStats>>,
+    reloader: Option<Arc<dyn Reloader>>,
 ) -> Result<Router, ConfigError> {
     config.validate()?;
     let admin = Arc::new(Admin {
@@ -122,6 +146,7 @@ pub fn admin_router(
         body_limit: config.body_limit,
         max_history: config.max_history,
         refusals: crate::refusals::Refusals::new("admin API"),
+        reloader,
     });
     let browser_guard = Arc::new(guard::Guard::new(config));
     let (mut open, mut guarded) = (Router::new(), Router::new());

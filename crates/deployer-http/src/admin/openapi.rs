@@ -94,6 +94,11 @@ pub(super) fn document(max_history: usize) -> Value {
                     "rollback_error": {"type": "string", "nullable": true, "description": "Why putting the previous build back failed too"},
                     "duration_ms": {"type": "integer"},
                     "started_at": {"type": "integer"}, "finished_at": {"type": "integer"}}},
+                "ReloadSummary": {"type": "object", "required": ["added", "changed", "removed", "unchanged"], "properties": {
+                    "added": {"type": "array", "items": {"type": "string"}, "description": "Services declared now and not before: they start"},
+                    "changed": {"type": "array", "items": {"type": "string"}, "description": "Services declared with another spec: restarted with it"},
+                    "removed": {"type": "array", "items": {"type": "string"}, "description": "Services no longer declared: their proxy closes and their containers are removed"},
+                    "unchanged": {"type": "integer", "minimum": 0}}},
                 "PublishOutcome": {"type": "object", "required": ["outcome"], "properties": {
                     "outcome": {"type": "string", "enum": ["published", "unchanged", "stale"]},
                     "target": {"type": "object", "description": "With published and unchanged"},
@@ -153,6 +158,14 @@ pub(super) fn document(max_history: usize) -> Value {
                               "409": error("No earlier build to roll back to"),
                               "500": error("A coordinator record cannot be decoded"),
                               "503": error("Coordinator unavailable")}}},
+            "/api/v1/reload": {"post": {"summary": "Read the config file again and apply its services without a restart",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RollbackRequest"}}}},
+                "responses": {"200": ok("Applied: what changed", json!({"$ref": "#/components/schemas/ReloadSummary"})),
+                              "400": error("A body that is not an empty JSON object, or a config file that does not pass config check (invalid_config)"),
+                              "401": unauthorized, "403": foreign,
+                              "409": error("Valid but not applicable while running, e.g. a proxy listener that would move (reload_refused)"),
+                              "413": error("Body too large"), "415": not_json,
+                              "503": error("Started without a config file (reload_unavailable)")}}},
             "/api/v1/history": {"get": {"summary": "Deploy reports, newest first",
                 "parameters": [
                     {"name": "service", "in": "query", "required": false,

@@ -73,6 +73,7 @@ pub(crate) fn routes() -> Vec<Route> {
             Token,
             rollback,
         ),
+        route(Method::POST, "/api/v1/reload", Token, super::reload::reload),
         route(Method::GET, "/api/v1/history", Token, history),
         route(Method::GET, "/api/v1/fleet", Token, fleet),
     ]
@@ -309,27 +310,7 @@ async fn rollback(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    let body = read_body(body, &parts.headers, admin.body_limit, BODY_TIMEOUT)
-        .await
-        .map_err(|e| e.into_api_error())?;
-    // Clients must send JSON (the guard sees to it); a field would be a request for something
-    // a rollback cannot do, so it is refused rather than ignored.
-    if !body.trim_ascii().is_empty() {
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("body", format!("invalid JSON: {e}")))?;
-        match value.as_object() {
-            None => return Err(ApiError::bad_request("body", "expected a JSON object")),
-            Some(object) => {
-                if let Some(field) = object.keys().next() {
-                    return Err(ApiError::bad_request(
-                        field,
-                        "unknown field; a rollback takes none",
-                    ));
-                }
-            }
-        }
-    }
+    empty_body(&admin, request, "a rollback takes none").await?;
     let outcome = admin
         .handle
         .rollback(&name)
@@ -341,6 +322,31 @@ async fn rollback(
 /// Operator errors to answers. Each names the cause and the image, so that the CLI can say
 /// what went wrong without sending its user to the log; the underlying error's text (which
 /// may hold a registry URL with credentials) only goes to the log.
+/// Reads a body that must ask for nothing: empty or `{}`. Clients must send JSON (the guard
+/// sees to it); a field would be a request for something the route cannot do, so it is
+/// refused rather than ignored.
+pub(super) async fn empty_body(admin: &Admin, request: Request, why: &str) -> Result<(), ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, &parts.headers, admin.body_limit, BODY_TIMEOUT)
+        .await
+        .map_err(|e| e.into_api_error())?;
+    if body.trim_ascii().is_empty() {
+        return Ok(());
+    }
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("body", format!("invalid JSON: {e}")))?;
+    match value.as_object() {
+        None => Err(ApiError::bad_request("body", "expected a JSON object")),
+        Some(object) => match object.keys().next() {
+            Some(field) => Err(ApiError::bad_request(
+                field,
+                format!("unknown field; {why}"),
+            )),
+            None => Ok(()),
+        },
+    }
+}
+
 pub(super) fn control_error(error: &ControlError) -> ApiError {
     match error {
         ControlError::UnknownService(name) => unknown_service(name),

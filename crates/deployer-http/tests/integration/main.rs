@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_guard;
+mod admin_reload;
 mod bound;
 mod common;
 mod decoders;

@@ -1,0 +1,140 @@
+//! `deployer reload` against a real daemon, engine and registry: a service added to the file
+//! starts serving, a file that fails `config check` changes nothing (exit 64), and a service
+//! taken out of the file loses its proxy and its containers, while the others keep serving.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use deployer_testkit::images::{self, App, ImageSpec};
+use deployer_testkit::net::free_port;
+use deployer_testkit::{Registry, RegistryOptions, Sweep};
+
+use crate::common::service_section;
+use crate::support::{Cli, Daemon, bounded, containers_of, eventually, get};
+
+fn config(dir: &Path, admin: u16, scope: &str, services: &[String]) -> String {
+    format!(
+        r#"node = "reload"
+
+[webhooks]
+listen = "127.0.0.1:{webhooks}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[docker]
+journal = "{journal}"
+scope = "{scope}"
+
+[poll]
+on_start = true
+
+{services}"#,
+        webhooks = free_port(),
+        journal = dir.join("journal.redb").display(),
+        services = services.join("\n"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_refuses_an_invalid_file_and_removes() -> anyhow::Result<()> {
+    bounded(Duration::from_secs(240), "the reload scenario", scenario()).await?
+}
+
+async fn scenario() -> anyhow::Result<()> {
+    let sweep = Sweep::new("cli-reload");
+    let docker = images::docker().await;
+    let dir = tempfile::tempdir()?;
+    let registry = Registry::start(RegistryOptions::default()).await?;
+    let local = format!("deployer-test/reload-{}:latest", sweep.run());
+    let spec = ImageSpec {
+        app: App::http("v1"),
+        healthcheck: false,
+        labels: sweep.labels(),
+    };
+    images::build(&docker, &local, &spec).await?;
+    registry
+        .push(&docker, &local, "demo/reload", "latest")
+        .await?;
+    let image = format!("{}/demo/reload:latest", registry.host());
+
+    let (web, api) = (sweep.name("web"), sweep.name("api"));
+    let web_proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let api_proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let section = |name: &str, proxy| {
+        service_section(
+            name,
+            &image,
+            &sweep.labels(),
+            proxy,
+            Duration::from_secs(10),
+        )
+    };
+    let (admin, scope) = (free_port(), sweep.name("scope"));
+    let path = dir.path().join("deployer.toml");
+    let write =
+        |services: &[String]| std::fs::write(&path, config(dir.path(), admin, &scope, services));
+    write(&[section(&web, web_proxy)])?;
+    let cli = Cli {
+        config: path.clone(),
+        token: ("CLI_RELOAD_UNUSED", ""),
+    };
+    let mut daemon = Daemon::start(&path, &[], dir.path().join("deployer.log"))?;
+    let serves = |addr: SocketAddr| async move {
+        get(&addr.to_string()).await.ok().as_deref() == Some("v1\n")
+    };
+    eventually(Duration::from_secs(60), "web serving", || async {
+        daemon.ensure_running()?;
+        Ok(serves(web_proxy).await.then_some(()))
+    })
+    .await?;
+
+    // Added: api starts, on its own proxy, without a restart.
+    write(&[section(&web, web_proxy), section(&api, api_proxy)])?;
+    let out = cli.run(&["reload"]).await?;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains(&format!("added {api}")), "{out}");
+    eventually(
+        Duration::from_secs(60),
+        "api serving after the reload",
+        || async {
+            daemon.ensure_running()?;
+            Ok(serves(api_proxy).await.then_some(()))
+        },
+    )
+    .await?;
+
+    // Invalid: refused whole, with config check's message; both keep serving.
+    let mut broken = section(&web, web_proxy);
+    broken.push_str("healthy_threshold = 0\n");
+    write(&[broken])?;
+    let out = cli.run(&["reload"]).await?;
+    assert_eq!(out.code, Some(64), "{out}");
+    assert!(out.stderr.contains("running one stays"), "{out}");
+    assert!(serves(web_proxy).await && serves(api_proxy).await);
+
+    // Removed: api's proxy closes and its containers go; web is untouched.
+    write(&[section(&web, web_proxy)])?;
+    let out = cli.run(&["reload"]).await?;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains(&format!("removed {api}")), "{out}");
+    eventually(
+        Duration::from_secs(60),
+        "api's containers removed",
+        || async {
+            daemon.ensure_running()?;
+            Ok(containers_of(&api).await?.is_empty().then_some(()))
+        },
+    )
+    .await?;
+    assert!(
+        tokio::net::TcpStream::connect(api_proxy).await.is_err(),
+        "api's proxy still listens"
+    );
+    assert!(serves(web_proxy).await, "web stopped serving");
+
+    daemon.terminate(Duration::from_secs(30)).await?;
+    daemon.passed();
+    Ok(())
+}
