@@ -11,13 +11,36 @@ use std::time::Duration;
 
 use anyhow::Context;
 use deployer_core::driver::{Driver, DriverConfig, Ports};
+use deployer_core::driver::{DriverHandle, ReloadSummary};
 use deployer_core::memory::{MemoryCoordinator, MemoryJournal};
 use deployer_core::service::{Handover, ProxyProtocol, Strategy};
 use deployer_core::testing::{FakeImageSource, FakeSwitcher, digest};
 use deployer_core::{ImageRef, ServiceSpec};
 use deployer_http::config::AdminConfig;
-use deployer_http::{Metrics, admin_router};
+use deployer_http::{Metrics, ReloadError, Reloader, admin_router_with_reload};
 use tokio::signal::unix::{SignalKind, signal};
+
+fn services(web: &ImageRef, worker: &ImageRef) -> anyhow::Result<Vec<ServiceSpec>> {
+    let handover = Handover::new("127.0.0.1:18080".parse()?, 80, ProxyProtocol::Http, 1)?;
+    Ok(vec![
+        ServiceSpec::builder("web", web.clone())
+            .strategy(Strategy::Handover(handover))
+            .build()?,
+        ServiceSpec::builder("worker", worker.clone()).build()?,
+    ])
+}
+
+/// Reloads a file that did not change.
+struct SameServices(DriverHandle, Vec<ServiceSpec>);
+
+#[async_trait::async_trait]
+impl Reloader for SameServices {
+    async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        self.0
+            .reload(self.1.clone())
+            .map_err(|e| ReloadError::Refused(e.to_string()))
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -38,14 +61,8 @@ async fn main() -> anyhow::Result<()> {
         journal: Arc::new(MemoryJournal::new()),
         notifiers: Vec::new(),
     };
-    let handover = Handover::new("127.0.0.1:18080".parse()?, 80, ProxyProtocol::Http, 1)?;
-    let specs = vec![
-        ServiceSpec::builder("web", web.clone())
-            .strategy(Strategy::Handover(handover))
-            .build()?,
-        ServiceSpec::builder("worker", worker).build()?,
-    ];
-    let driver = Driver::new(DriverConfig::new("fake-host"), ports, specs)?;
+    let specs = services(&web, &worker)?;
+    let driver = Driver::new(DriverConfig::new("fake-host"), ports, specs.clone())?;
     let handle = driver.handle();
     // Bound first: the router must know its address to refuse requests under other names.
     let listener = deployer_http::serve::bind(addr).await?;
@@ -54,7 +71,15 @@ async fn main() -> anyhow::Result<()> {
         listen: Some(listener.local_addr()?),
         ..AdminConfig::default()
     };
-    let router = admin_router(&config, handle.clone(), Metrics::new(), None)?;
+    // Reloads re-declare the same services: what a daemon does when its file is unchanged.
+    let reloader = Arc::new(SameServices(handle.clone(), specs));
+    let router = admin_router_with_reload(
+        &config,
+        handle.clone(),
+        Metrics::new(),
+        None,
+        Some(reloader),
+    )?;
     println!("listening on {}", listener.local_addr()?);
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -58,7 +58,7 @@ pub(super) fn document(max_history: usize) -> Value {
                                                            codes::ENGINE_UNREACHABLE, codes::BUILD_FAILED, codes::IMAGE_FAILED,
                                                            codes::COORDINATOR_UNAVAILABLE, codes::COORDINATOR_CORRUPT,
                                                            codes::HOST_NOT_ALLOWED, codes::ORIGIN_NOT_ALLOWED,
-                                                           codes::UNSUPPORTED_MEDIA_TYPE]}}},
+                                                           codes::UNSUPPORTED_MEDIA_TYPE, codes::INVALID_CONFIG, codes::RELOAD_REFUSED, codes::RELOAD_UNAVAILABLE]}}},
                 "Service": {"type": "object",
                     "required": ["name", "image", "strategy", "replicas", "proxy", "state", "live", "generation",
                                  "target", "message", "endpoint", "updated_at", "last_report"],
