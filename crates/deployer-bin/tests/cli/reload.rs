@@ -114,8 +114,32 @@ async fn scenario() -> anyhow::Result<()> {
     assert!(out.stderr.contains("running one stays"), "{out}");
     assert!(serves(web_proxy).await && serves(api_proxy).await);
 
+    // Changed: web's actor restarts with its new spec while clients keep calling it.
+    let calls = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, 0u32);
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < until {
+            if get(&web_proxy.to_string()).await.ok().as_deref() == Some("v1\n") {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        (ok, failed)
+    });
+    let changed = section(&web, web_proxy).replace("watch = \"500ms\"", "watch = \"1s\"");
+    write(&[changed.clone(), section(&api, api_proxy)])?;
+    let out = cli.run(&["reload"]).await?;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains(&format!("changed {web}")), "{out}");
+    let (ok, failed) = calls.await?;
+    eprintln!(
+        "reload with a changed service under a client loop: {ok} requests ok, {failed} failed"
+    );
+    assert_eq!(failed, 0, "requests failed while web's actor restarted");
+
     // Removed: api's proxy closes and its containers go; web is untouched.
-    write(&[section(&web, web_proxy)])?;
+    write(&[changed])?;
     let out = cli.run(&["reload"]).await?;
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains(&format!("removed {api}")), "{out}");
