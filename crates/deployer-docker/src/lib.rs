@@ -50,4 +50,4 @@ pub use image_source::DockerImageSource;
 pub use journal::{DEFAULT_JOURNAL_PATH, OpenJournalError, RedbJournal};
 pub use prune::ImagePruner;
 pub use store::RedbStore;
-pub use switcher::{DockerSwitcher, SwitcherConfig};
+pub use switcher::{DockerSwitcher, ServiceProxyStats, SwitcherConfig};

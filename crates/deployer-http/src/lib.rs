@@ -64,7 +64,7 @@ mod signal;
 pub use admin::{ReloadError, Reloader, admin_router, admin_router_with_reload};
 pub use config::ConfigError;
 pub use hooks::webhook_router;
-pub use metrics::{Metrics, ProxyBackendStats, ProxyStats};
+pub use metrics::{Metrics, ProxyGenerationStats, ProxyLatency, ProxyServiceStats, ProxyStats};
 pub use poll::{PollTrigger, tracked_images};
 pub use secret::Secret;
 pub use serve::{WebhookTrigger, serve};

@@ -9,10 +9,28 @@
 //! | `deployer_deploy_duration_seconds` | histogram | `outcome` (final outcomes only) |
 //! | `deployer_deploys_in_flight` | gauge | |
 //! | `deployer_ready` | gauge | 1 once every service has recovered |
-//! | `deployer_proxy_requests_total` | counter | `service`, `backend` |
-//! | `deployer_proxy_errors_total` | counter | `service`, `backend` |
-//! | `deployer_proxy_server_errors_total` | counter | `service`, `backend` |
-//! | `deployer_proxy_active` | gauge | `service`, `backend` |
+//! | `deployer_proxy_requests_total` | counter | `service`, `generation`, `class` (below) |
+//! | `deployer_proxy_errors_total` | counter | `service`, `generation` |
+//! | `deployer_proxy_cut_total` | counter | `service`, `generation` |
+//! | `deployer_proxy_active` | gauge | `service`, `generation` |
+//! | `deployer_proxy_backends` | gauge | `service`, `generation` |
+//! | `deployer_proxy_no_backend_total` | counter | `service` |
+//! | `deployer_proxy_header_latency_seconds` | histogram | `service`; buckets 5 ms ... 10 s |
+//!
+//! The proxy series are by service and generation (`g3`: the generation of the containers
+//! behind the backends), not by backend address, which changes at every deploy. Each is the
+//! sum over every backend the generation ever had, so it never goes backwards while the
+//! daemon runs, and a generation that stopped serving keeps its last values (a restart
+//! starts them from zero). `class` says how each request (TCP: connection) was answered
+//! (it appears once counted): `1xx` to `5xx` for the backend's own status, `gateway_error`
+//! when the proxy answered 502/504 on its behalf (connect refused or timed out, no response
+//! headers in time, a failure before them, a cut at a drain deadline before them; TCP: the
+//! connect failed), `connected` for a forwarded TCP connection. `errors` counts backend
+//! failures, including requests another backend then answered and response bodies that
+//! broke off; `cut` counts work forcibly closed at a drain deadline or at shutdown; `active`
+//! is what is in flight; `backends` is how many of the generation's backends are in
+//! rotation. The latency histogram (HTTP only) is the time from a request's arrival to its
+//! response headers, the backend's or the proxy's 502/504.
 //!
 //! Counters this crate owns (webhooks, deploys) live in [`Metrics`]; everything owned by
 //! someone else (the sink's counters, the driver's state, the proxies) is read at scrape time,
@@ -33,6 +51,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+mod proxy;
+
+pub use self::proxy::{ProxyGenerationStats, ProxyLatency, ProxyServiceStats, ProxyStats};
 use crate::body::BodyError;
 use crate::hooks::Sender;
 
@@ -122,37 +143,6 @@ impl From<BodyError> for WebhookResult {
     }
 }
 
-/// Counters of one proxy backend, as the binary reads them from `deployer-proxy`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyBackendStats {
-    /// The service the proxy fronts.
-    pub service: String,
-    /// The backend's address or name.
-    pub backend: String,
-    /// Requests (HTTP) or connections (TCP) forwarded so far.
-    pub requests: u64,
-    /// Of those, the ones that failed.
-    pub errors: u64,
-    /// Of those, the ones the backend answered with a 5xx status.
-    pub server_errors: u64,
-    /// In flight now.
-    pub active: u64,
-}
-
-/// Where proxy counters come from. The binary implements it over its proxies, so this crate
-/// does not depend on `deployer-proxy`.
-pub trait ProxyStats: Send + Sync {
-    /// Every backend of every proxy, now.
-    fn proxy_stats(&self) -> Vec<ProxyBackendStats>;
-}
-
-/// Name, help, type and value of one proxy metric family.
-type ProxyFamily = (
-    &'static str,
-    &'static str,
-    MetricType,
-    fn(&ProxyBackendStats) -> u64,
-);
 type DeployLabels = [(&'static str, String); 2];
 type OutcomeLabels = [(&'static str, &'static str); 1];
 
@@ -362,50 +352,7 @@ impl Collector for ScrapeSources {
             )?;
         }
         if let Some(proxy) = &self.proxy {
-            let stats = proxy.proxy_stats();
-            let families: [ProxyFamily; 4] = [
-                (
-                    "proxy_requests",
-                    "Requests or connections forwarded",
-                    MetricType::Counter,
-                    |s| s.requests,
-                ),
-                (
-                    "proxy_errors",
-                    "Forwarded requests or connections that failed",
-                    MetricType::Counter,
-                    |s| s.errors,
-                ),
-                (
-                    "proxy_server_errors",
-                    "Forwarded requests the backend answered with a 5xx status",
-                    MetricType::Counter,
-                    |s| s.server_errors,
-                ),
-                (
-                    "proxy_active",
-                    "Requests or connections in flight",
-                    MetricType::Gauge,
-                    |s| s.active,
-                ),
-            ];
-            for (name, help, kind, value) in families {
-                let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-                for s in &stats {
-                    let labels = [
-                        ("service", s.service.as_str()),
-                        ("backend", s.backend.as_str()),
-                    ];
-                    let family = metric.encode_family(&labels)?;
-                    match kind {
-                        MetricType::Gauge => {
-                            ConstGauge::new(i64::try_from(value(s)).unwrap_or(i64::MAX))
-                                .encode(family)?;
-                        }
-                        _ => ConstCounter::new(value(s)).encode(family)?,
-                    }
-                }
-            }
+            proxy::encode(&mut encoder, &proxy.proxy_stats())?;
         }
         Ok(())
     }

@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use crate::drain::Drain;
 use crate::failure_log::FailureLog;
-use crate::stats::{BackendState, BackendStats, Counters, Totals, load};
+use crate::groups::{Backend, Group, Groups};
+use crate::stats::{BackendState, BackendStats, Counters, GroupStats, ResponseClass, Totals, load};
 use crate::upstream::{HttpUpstream, UpstreamSettings};
 
 /// What [`Proxy::add_backend`](crate::Proxy::add_backend) did.
@@ -31,7 +32,9 @@ pub enum AddOutcome {
 pub(crate) struct Tracker {
     addr: SocketAddr,
     counters: Counters,
-    /// Every change is mirrored here so proxy-wide totals survive the backend's removal.
+    /// Every change is mirrored in the group's sums and the proxy-wide totals, so both
+    /// survive the backend's removal.
+    group: Arc<Group>,
     totals: Arc<Totals>,
     /// Set once the backend left the routing table; from then on the last guard to end
     /// wakes drains. (While live nobody waits, so the hot path skips the Notify's lock.)
@@ -54,10 +57,11 @@ impl Tracker {
         self.failures.note(tokio::time::Instant::now())
     }
 
-    fn new(addr: SocketAddr, totals: Arc<Totals>) -> Self {
+    fn new(addr: SocketAddr, group: Arc<Group>, totals: Arc<Totals>) -> Self {
         Self {
             addr,
             counters: Counters::default(),
+            group,
             totals,
             removed: AtomicBool::new(false),
             idle: Notify::new(),
@@ -128,7 +132,13 @@ impl Tracker {
             server_errors: load(&self.counters.server_errors),
             active: self.active(),
             cut: self.cut_count(),
+            answers: self.counters.answers(),
         }
+    }
+
+    /// The counters every change goes to: the backend's, its group's, the proxy's.
+    fn layers(&self) -> [&Counters; 3] {
+        [&self.counters, &self.group.counters, &self.totals.sums]
     }
 }
 
@@ -141,7 +151,7 @@ pub(crate) struct ActiveGuard {
 
 impl ActiveGuard {
     fn start(tracker: &Arc<Tracker>) -> Self {
-        for counters in [&tracker.counters, &tracker.totals.sums] {
+        for counters in tracker.layers() {
             counters.requests.fetch_add(1, Ordering::Relaxed);
             counters.active.fetch_add(1, Ordering::SeqCst);
         }
@@ -161,25 +171,35 @@ impl ActiveGuard {
 
     /// Counts a failure attributable to the backend.
     pub(crate) fn record_error(&self) {
-        self.tracker.counters.errors.fetch_add(1, Ordering::Relaxed);
-        self.tracker
-            .totals
-            .sums
-            .errors
-            .fetch_add(1, Ordering::Relaxed);
+        for counters in self.tracker.layers() {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts a 5xx answer of the backend's own.
     pub(crate) fn record_server_error(&self) {
-        for counters in [&self.tracker.counters, &self.tracker.totals.sums] {
+        for counters in self.tracker.layers() {
             counters.server_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 
+    /// Counts how the client was answered; once per request (connection).
+    pub(crate) fn record_answer(&self, class: ResponseClass) {
+        for counters in self.tracker.layers() {
+            counters.count_answer(class);
+        }
+    }
+
+    /// Counts the time the client waited for response headers.
+    pub(crate) fn record_latency(&self, latency: std::time::Duration) {
+        self.tracker.totals.latency.observe(latency);
+    }
+
     /// Counts this unit of work as forcibly closed.
     pub(crate) fn record_cut(&self) {
-        self.tracker.counters.cut.fetch_add(1, Ordering::Relaxed);
-        self.tracker.totals.sums.cut.fetch_add(1, Ordering::Relaxed);
+        for counters in self.tracker.layers() {
+            counters.cut.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -187,6 +207,7 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         let tracker = &self.tracker;
         tracker.totals.sums.active.fetch_sub(1, Ordering::SeqCst);
+        tracker.group.counters.active.fetch_sub(1, Ordering::SeqCst);
         let before = tracker.counters.active.fetch_sub(1, Ordering::SeqCst);
         if before == 1 && tracker.removed.load(Ordering::SeqCst) {
             tracker.idle.notify_waiters();
@@ -200,12 +221,12 @@ impl Drop for ActiveGuard {
 /// has finished, the pool is dropped with it and its idle keep-alive connections are
 /// closed, never reused for a later backend that happens to get the same address.
 #[derive(Debug)]
-pub(crate) struct Backend {
+pub(crate) struct Route {
     tracker: Arc<Tracker>,
     http: Option<HttpUpstream>,
 }
 
-impl Backend {
+impl Route {
     pub(crate) fn addr(&self) -> SocketAddr {
         self.tracker.addr
     }
@@ -222,12 +243,13 @@ pub(crate) struct Pool {
     /// Live backends in insertion order. Readers hold the lock only to pick one and start
     /// its guard, so a removal that returned has no picks of the removed backend left
     /// that are not already counted as active.
-    routes: RwLock<Vec<Arc<Backend>>>,
+    routes: RwLock<Vec<Arc<Route>>>,
     /// Round-robin cursor; wraps harmlessly.
     next: AtomicUsize,
     /// Removed backends, for stats and forced shutdown; entries die with their last
     /// guard and their `Drain`.
     draining: Mutex<Vec<Weak<Tracker>>>,
+    groups: Groups,
     totals: Arc<Totals>,
     /// How to build each backend's HTTP client; `None` in TCP mode.
     upstream: Option<UpstreamSettings>,
@@ -242,13 +264,14 @@ impl Pool {
             next: AtomicUsize::new(0),
             draining: Mutex::new(Vec::new()),
             joined: tokio::sync::Notify::new(),
+            groups: Groups::default(),
             totals,
             upstream,
         }
     }
 
     /// Picks the next live backend and counts the work as started on it.
-    pub(crate) fn pick(&self) -> Option<(Arc<Backend>, ActiveGuard)> {
+    pub(crate) fn pick(&self) -> Option<(Arc<Route>, ActiveGuard)> {
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
         if routes.is_empty() {
             return None;
@@ -266,7 +289,7 @@ impl Pool {
         &self,
         failed: Option<SocketAddr>,
         hold: std::time::Duration,
-    ) -> Option<(Arc<Backend>, ActiveGuard)> {
+    ) -> Option<(Arc<Route>, ActiveGuard)> {
         let pick = || match failed {
             Some(failed) => self.pick_other(failed),
             None => self.pick(),
@@ -292,7 +315,7 @@ impl Pool {
 
     /// The live backend after `failed` in the routes, `None` when there is no other. The
     /// round-robin position is left alone, so the next request is not skewed by the retry.
-    pub(crate) fn pick_other(&self, failed: SocketAddr) -> Option<(Arc<Backend>, ActiveGuard)> {
+    pub(crate) fn pick_other(&self, failed: SocketAddr) -> Option<(Arc<Route>, ActiveGuard)> {
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
         let after = routes
             .iter()
@@ -311,12 +334,14 @@ impl Pool {
         routes.iter().map(|b| b.addr()).collect()
     }
 
-    pub(crate) fn add(&self, addr: SocketAddr) -> AddOutcome {
+    pub(crate) fn add(&self, backend: impl Into<Backend>) -> AddOutcome {
+        let backend = backend.into();
+        let addr = backend.addr;
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
         if routes.iter().any(|b| b.addr() == addr) {
             return AddOutcome::AlreadyPresent;
         }
-        routes.push(self.new_backend(addr));
+        routes.push(self.new_route(backend));
         drop(routes);
         self.joined.notify_waiters();
         tracing::info!(backend = %addr, "backend added");
@@ -332,7 +357,8 @@ impl Pool {
 
     /// Takes `out` out of rotation and puts `add` in, under one lock: no request is routed
     /// between the two.
-    pub(crate) fn swap(&self, out: &[SocketAddr], add: SocketAddr) -> (AddOutcome, Drain) {
+    pub(crate) fn swap(&self, out: &[SocketAddr], backend: Backend) -> (AddOutcome, Drain) {
+        let add = backend.addr;
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
         let removed: Vec<_> = routes
             .extract_if(.., |b| out.contains(&b.addr()) && b.addr() != add)
@@ -340,7 +366,7 @@ impl Pool {
         let added = if routes.iter().any(|b| b.addr() == add) {
             AddOutcome::AlreadyPresent
         } else {
-            routes.push(self.new_backend(add));
+            routes.push(self.new_route(backend));
             AddOutcome::Added
         };
         drop(routes);
@@ -351,10 +377,12 @@ impl Pool {
         (added, self.retire(removed))
     }
 
-    pub(crate) fn replace(&self, addrs: Vec<SocketAddr>) -> Drain {
+    pub(crate) fn replace<B: Into<Backend>>(&self, backends: Vec<B>) -> Drain {
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
         let mut old = std::mem::take(&mut *routes);
-        for addr in addrs {
+        for backend in backends {
+            let backend = backend.into();
+            let addr = backend.addr;
             if routes.iter().any(|b| b.addr() == addr) {
                 continue; // listed twice
             }
@@ -363,7 +391,7 @@ impl Pool {
                 Some(i) => routes.push(old.swap_remove(i)),
                 None => {
                     tracing::info!(backend = %addr, "backend added");
-                    routes.push(self.new_backend(addr));
+                    routes.push(self.new_route(backend));
                 }
             }
         }
@@ -400,9 +428,23 @@ impl Pool {
         all
     }
 
-    fn new_backend(&self, addr: SocketAddr) -> Arc<Backend> {
-        Arc::new(Backend {
-            tracker: Arc::new(Tracker::new(addr, Arc::clone(&self.totals))),
+    /// Every group's sums, in order of first use.
+    pub(crate) fn group_stats(&self) -> Vec<GroupStats> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        let live: Vec<_> = routes
+            .iter()
+            .map(|r| Arc::clone(&r.tracker.group))
+            .collect();
+        drop(routes);
+        self.groups
+            .stats(|group| live.iter().filter(|g| std::ptr::eq(&***g, group)).count())
+    }
+
+    fn new_route(&self, backend: Backend) -> Arc<Route> {
+        let Backend { addr, group } = backend;
+        let group = self.groups.get(&group);
+        Arc::new(Route {
+            tracker: Arc::new(Tracker::new(addr, group, Arc::clone(&self.totals))),
             http: self
                 .upstream
                 .as_ref()
@@ -411,7 +453,7 @@ impl Pool {
     }
 
     /// Marks backends that just left the routing table as draining.
-    fn retire(&self, removed: Vec<Arc<Backend>>) -> Drain {
+    fn retire(&self, removed: Vec<Arc<Route>>) -> Drain {
         // Only the accounting lives on; the routing entries, and with them (once the
         // requests in flight let go) the connection pools, are dropped here.
         let trackers: Vec<_> = removed

@@ -19,12 +19,14 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::ProxyConfig;
 use crate::backends::ActiveGuard;
 use crate::body::{ProxyBody, RequestBody};
 use crate::headers;
 use crate::server::Shared;
+use crate::stats::ResponseClass;
 
 /// Other backends a request that could not be sent is tried on.
 const MAX_OTHER_BACKENDS: u32 = 2;
@@ -88,6 +90,8 @@ async fn forward(
     peer: SocketAddr,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    // From arrival: a wait for a backend to join is part of what the client waits.
+    let arrived = Instant::now();
     if request.method() == Method::CONNECT {
         // This is a reverse proxy; tunnelling to arbitrary hosts is not its job.
         return Ok(text_response(
@@ -110,7 +114,9 @@ async fn forward(
     let Some(upstream) = backend.http() else {
         // Backends get a client whenever the proxy runs in HTTP mode; stay safe anyway.
         guard.record_error();
-        return Ok(text_response(
+        return Ok(gateway_error(
+            &guard,
+            arrived,
             StatusCode::BAD_GATEWAY,
             "backend unavailable\n",
         ));
@@ -128,7 +134,9 @@ async fn forward(
     let (response, lease) = loop {
         let Some(upstream) = backend.http() else {
             guard.record_error();
-            return Ok(text_response(
+            return Ok(gateway_error(
+                &guard,
+                arrived,
                 StatusCode::BAD_GATEWAY,
                 "backend unavailable\n",
             ));
@@ -143,7 +151,7 @@ async fn forward(
             biased;
             () = guard.tracker().cut_requested() => {
                 guard.record_cut();
-                return Ok(text_response(StatusCode::GATEWAY_TIMEOUT, "backend drained before it answered\n"));
+                return Ok(gateway_error(&guard, arrived, StatusCode::GATEWAY_TIMEOUT, "backend drained before it answered\n"));
             }
             result = sent => result,
         };
@@ -174,14 +182,16 @@ async fn forward(
                 if let Some(held_back) = guard.tracker().log_failure() {
                     tracing::warn!(backend = %backend.addr(), %status, %error, held_back, "backend request failed");
                 }
-                return Ok(text_response(status, message));
+                return Ok(gateway_error(&guard, arrived, status, message));
             }
             Err(_elapsed) => {
                 guard.record_error();
                 if let Some(held_back) = guard.tracker().log_failure() {
                     tracing::warn!(backend = %backend.addr(), timeout = ?shared.http.response_timeout, held_back, "backend sent no response headers in time");
                 }
-                return Ok(text_response(
+                return Ok(gateway_error(
+                    &guard,
+                    arrived,
                     StatusCode::GATEWAY_TIMEOUT,
                     "backend did not answer in time\n",
                 ));
@@ -189,6 +199,8 @@ async fn forward(
         }
     };
     drop(backend);
+    guard.record_answer(ResponseClass::of(response.status()));
+    guard.record_latency(arrived.elapsed());
 
     match client_upgrade {
         // The backend connection now belongs to the tunnel; the lease is not given back.
@@ -279,6 +291,18 @@ fn tunnel(
         }
     });
     Response::from_parts(parts, ProxyBody::empty())
+}
+
+/// The proxy's own 502/504 for a request `guard`'s backend did not answer.
+fn gateway_error(
+    guard: &ActiveGuard,
+    arrived: Instant,
+    status: StatusCode,
+    text: &'static str,
+) -> Response<ProxyBody> {
+    guard.record_answer(ResponseClass::GatewayError);
+    guard.record_latency(arrived.elapsed());
+    text_response(status, text)
 }
 
 fn text_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {

@@ -10,19 +10,22 @@
 //!   [`Proxy::add_backend`], [`Proxy::remove_backend`] and [`Proxy::replace_backends`];
 //! - lets work already running on a removed backend finish, bounded by a deadline given to
 //!   [`Drain::wait`], then cuts what is left and reports it;
-//! - keeps per-backend counters ([`Proxy::stats`]) and proxy-wide ones ([`Proxy::totals`]).
+//! - keeps per-backend counters ([`Proxy::stats`]), sums by a group the caller names each
+//!   backend in, e.g. the release it runs ([`Proxy::group_stats`]), and proxy-wide ones
+//!   with a latency histogram ([`Proxy::totals`]);
 //! - serves on the caller's Tokio runtime, or on dedicated single-threaded workers
 //!   ([`ProxyConfig::workers`]) for the best throughput and tail latency.
 //!
 //! The entry point is [`Proxy::bind`]. It depends on no other deployer crate.
 //!
 //! ```no_run
+//! use std::net::SocketAddr;
 //! use std::time::Duration;
 //! use deployer_proxy::{Proxy, ProxyConfig};
 //!
 //! # async fn handover() -> Result<(), deployer_proxy::ProxyError> {
-//! let old = "127.0.0.1:8001".parse().unwrap();
-//! let new = "127.0.0.1:8002".parse().unwrap();
+//! let old: SocketAddr = "127.0.0.1:8001".parse().unwrap();
+//! let new: SocketAddr = "127.0.0.1:8002".parse().unwrap();
 //! let config = ProxyConfig::http("127.0.0.1:8080".parse().unwrap()).with_backends([old]);
 //! let proxy = Proxy::bind(config).await?;
 //!
@@ -44,8 +47,10 @@ mod config;
 mod drain;
 mod error;
 mod failure_log;
+mod groups;
 mod headers;
 mod http;
+mod latency;
 mod server;
 mod stats;
 mod tcp;
@@ -65,8 +70,12 @@ pub use crate::backends::AddOutcome;
 pub use crate::config::{Mode, ProxyConfig};
 pub use crate::drain::{Drain, DrainReport};
 pub use crate::error::ProxyError;
+pub use crate::groups::Backend;
+pub use crate::latency::{LATENCY_BOUNDS, LatencyHistogram};
 use crate::server::Shared;
-pub use crate::stats::{BackendState, BackendStats, ProxyTotals};
+pub use crate::stats::{
+    BackendState, BackendStats, ClassCounts, GroupStats, ProxyTotals, ResponseClass,
+};
 
 /// A handle to a running proxy; cheap to clone, every clone controls the same proxy.
 ///
@@ -155,9 +164,10 @@ impl Proxy {
         self.inner.shared.pool.addrs()
     }
 
-    /// Starts routing new requests (or connections) to `addr` too. Idempotent.
-    pub fn add_backend(&self, addr: SocketAddr) -> AddOutcome {
-        self.inner.shared.pool.add(addr)
+    /// Starts routing new requests (or connections) to `backend` too (a [`SocketAddr`], or
+    /// a [`Backend`] with a group). Idempotent: an address already live keeps its group.
+    pub fn add_backend(&self, backend: impl Into<Backend>) -> AddOutcome {
+        self.inner.shared.pool.add(backend)
     }
 
     /// Stops routing anything new to `addr` at once. Work already on it continues until
@@ -171,21 +181,32 @@ impl Proxy {
     /// no request goes to `out` after one went to `add`, which is how a handover moves a
     /// replica's traffic from its old container to its new one at one instant. The
     /// [`Drain`] covers the backends taken out (an address in both is kept).
-    pub fn swap_backends(&self, out: &[SocketAddr], add: SocketAddr) -> (AddOutcome, Drain) {
-        self.inner.shared.pool.swap(out, add)
+    pub fn swap_backends(
+        &self,
+        out: &[SocketAddr],
+        add: impl Into<Backend>,
+    ) -> (AddOutcome, Drain) {
+        self.inner.shared.pool.swap(out, add.into())
     }
 
     /// Makes `addrs` the live set in one atomic step (duplicates are ignored; backends in
-    /// both the old and new set keep their connection pool and counters). The [`Drain`]
-    /// covers every backend removed.
-    pub fn replace_backends(&self, addrs: Vec<SocketAddr>) -> Drain {
-        self.inner.shared.pool.replace(addrs)
+    /// both the old and new set keep their connection pool, counters and group). The
+    /// [`Drain`] covers every backend removed.
+    pub fn replace_backends<B: Into<Backend>>(&self, backends: Vec<B>) -> Drain {
+        self.inner.shared.pool.replace(backends)
     }
 
     /// Counters of every backend: the live ones in round-robin order, then the removed
     /// ones that are still draining.
     pub fn stats(&self) -> Vec<BackendStats> {
         self.inner.shared.pool.stats()
+    }
+
+    /// Counters summed by the group backends were added in ([`Backend::in_group`]),
+    /// including backends removed long ago, in order of the group's first use. A group is
+    /// kept as long as the proxy runs, so these never go backwards.
+    pub fn group_stats(&self) -> Vec<GroupStats> {
+        self.inner.shared.pool.group_stats()
     }
 
     /// Proxy-wide counters, including backends removed long ago.

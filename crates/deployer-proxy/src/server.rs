@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backends::Pool;
 use crate::drain::{self, DrainReport};
+use crate::groups::Backend;
 use crate::http::{self, HttpSettings};
 use crate::stats::{ConnectionGuard, Totals};
 use crate::tcp;
@@ -163,7 +164,7 @@ pub(crate) async fn shutdown(shared: &Shared, grace: Duration) -> DrainReport {
         }
     }
     // Drop every backend's pool so idle keep-alive connections to backends close now.
-    drop(shared.pool.replace(Vec::new()));
+    drop(shared.pool.replace(Vec::<Backend>::new()));
     let waited = started.elapsed();
     tracing::info!(drained_cleanly, cut, ?waited, "proxy shut down");
     DrainReport {

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use tokio::net::TcpStream;
 
 use crate::server::Shared;
+use crate::stats::ResponseClass;
 
 pub(crate) async fn serve_connection(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr) {
     let Some((backend, guard)) = shared.pool.pick() else {
@@ -29,6 +30,7 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, mut client: TcpStream,
             Ok(Ok(upstream)) => upstream,
             Ok(Err(error)) => {
                 guard.record_error();
+                guard.record_answer(ResponseClass::GatewayError);
                 if let Some(held_back) = guard.tracker().log_failure() {
                     tracing::warn!(backend = %addr, %peer, %error, held_back, "connecting to backend failed");
                 }
@@ -36,12 +38,14 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, mut client: TcpStream,
             }
             Err(_elapsed) => {
                 guard.record_error();
+                guard.record_answer(ResponseClass::GatewayError);
                 if let Some(held_back) = guard.tracker().log_failure() {
                     tracing::warn!(backend = %addr, %peer, timeout = ?shared.connect_timeout, held_back, "connecting to backend timed out");
                 }
                 return;
             }
         };
+        guard.record_answer(ResponseClass::Connected);
         if let Err(error) = upstream.set_nodelay(true) {
             tracing::debug!(backend = %addr, %error, "setting TCP_NODELAY failed");
         }

@@ -1,8 +1,6 @@
 //! Settings to the adapters' own config structs, checked by their own validators at load
 //! time, so `config check` rejects everything `run` would.
 
-use std::sync::Arc;
-
 use deployer_etcd::{Consistency, EtcdConfig, TlsFiles};
 use deployer_http::config::{
     AdminConfig, DockerHubCallbackConfig, EndpointConfig, PollConfig, SlackConfig, WebhookConfig,
@@ -196,25 +194,8 @@ impl AdapterConfigs {
     }
 }
 
-/// The switcher's proxies, as the metrics endpoint reads them.
-pub struct SwitcherStats(pub Arc<deployer_docker::DockerSwitcher>);
-
-impl deployer_http::ProxyStats for SwitcherStats {
-    fn proxy_stats(&self) -> Vec<deployer_http::ProxyBackendStats> {
-        self.0
-            .proxy_stats()
-            .into_iter()
-            .map(|(service, b)| deployer_http::ProxyBackendStats {
-                service: service.to_string(),
-                backend: b.addr.to_string(),
-                requests: b.requests,
-                errors: b.errors,
-                server_errors: b.server_errors,
-                active: b.active,
-            })
-            .collect()
-    }
-}
+mod switcher_stats;
+pub use switcher_stats::SwitcherStats;
 
 #[cfg(test)]
 mod tests {

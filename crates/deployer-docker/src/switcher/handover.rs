@@ -251,7 +251,9 @@ pub(super) async fn promote(
     let peers = switcher.slot_peers(service.name(), id);
     let mut out: Vec<SocketAddr> = peers.iter().map(|(_, a)| *a).collect();
     out.extend(previous.filter(|p| *p != addr));
-    let (added, drain) = proxy.swap_backends(&out, addr);
+    // Grouped by generation, so its metrics outlive the ephemeral address.
+    let backend = deployer_proxy::Backend::new(addr).in_group(id.generation.to_string());
+    let (added, drain) = proxy.swap_backends(&out, backend);
     let outcome = match added {
         deployer_proxy::AddOutcome::Added => Promoted::Switched,
         _ => Promoted::AlreadyServing,

@@ -39,7 +39,7 @@ use deployer_core::reconcile::{
 };
 use deployer_core::service::{Probe, ProxyProtocol, Strategy};
 use deployer_core::{Digest, ImageRef, ServiceName, ServiceSpec};
-use deployer_proxy::{BackendStats, Proxy, ProxyConfig};
+use deployer_proxy::{GroupStats, Proxy, ProxyConfig, ProxyTotals};
 use futures_util::StreamExt;
 
 use crate::error::{DockerError, is_not_found, step_failed, switch_error};
@@ -122,6 +122,18 @@ impl std::fmt::Debug for DockerSwitcher {
             .field("proxies", &proxies)
             .finish_non_exhaustive()
     }
+}
+
+/// The counters of one handover service's proxy, from [`DockerSwitcher::proxy_stats`].
+#[derive(Debug, Clone)]
+pub struct ServiceProxyStats {
+    /// The service.
+    pub service: ServiceName,
+    /// The proxy's totals (its latency histogram included).
+    pub totals: ProxyTotals,
+    /// Sums by generation (`g3`: the group is the generation of the container behind each
+    /// backend), every generation that served since the proxy was bound.
+    pub generations: Vec<GroupStats>,
 }
 
 /// A container of a service, as listed.
@@ -248,11 +260,15 @@ impl DockerSwitcher {
         self.proxy_map().get(service).cloned()
     }
 
-    /// Every proxy's per-backend counters, for metrics.
-    pub fn proxy_stats(&self) -> Vec<(ServiceName, BackendStats)> {
+    /// Every proxy's counters, for metrics.
+    pub fn proxy_stats(&self) -> Vec<ServiceProxyStats> {
         self.proxy_map()
             .iter()
-            .flat_map(|(name, proxy)| proxy.stats().into_iter().map(move |s| (name.clone(), s)))
+            .map(|(service, proxy)| ServiceProxyStats {
+                service: service.clone(),
+                totals: proxy.totals(),
+                generations: proxy.group_stats(),
+            })
             .collect()
     }
 

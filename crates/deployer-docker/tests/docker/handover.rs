@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use deployer_core::Outcome;
 use deployer_core::service::Strategy;
+use deployer_proxy::ResponseClass;
 use deployer_testkit::Sweep;
 use deployer_testkit::images::{self, App};
 
@@ -53,7 +54,24 @@ async fn twenty_deploys_without_a_failed_request() -> anyhow::Result<()> {
         assert!(left[0].1, "{left:?}");
         let proxy = harness.switcher.proxy(&service.parse()?).unwrap();
         assert_eq!(proxy.backends().len(), 1);
-        assert!(!harness.switcher.proxy_stats().is_empty());
+        // Metrics by generation: every generation that served keeps its counts after its
+        // backend is gone, and only the last one is live.
+        let stats = harness.switcher.proxy_stats();
+        let web = stats
+            .iter()
+            .find(|s| s.service.to_string() == service)
+            .expect("the service's proxy stats");
+        let generations = &web.generations;
+        assert!(generations.len() > 2, "{generations:?}");
+        assert!(generations.iter().all(|g| g.group.starts_with('g')));
+        let live: Vec<_> = generations.iter().filter(|g| g.live_backends > 0).collect();
+        assert_eq!(live.len(), 1, "{generations:?}");
+        let served: u64 = generations
+            .iter()
+            .map(|g| g.answers.get(ResponseClass::Success))
+            .sum();
+        assert!(served >= ok, "{served} answers counted for {ok} requests");
+        assert!(web.totals.latency.count() >= ok, "{:?}", web.totals.latency);
         harness.stop().await
     })
     .await?

@@ -19,7 +19,9 @@ use deployer_core::{
 };
 use deployer_http::config::AdminConfig;
 use deployer_http::notify::MetricsNotifier;
-use deployer_http::{Metrics, ProxyBackendStats, ProxyStats, admin_router};
+use deployer_http::{
+    Metrics, ProxyGenerationStats, ProxyLatency, ProxyServiceStats, ProxyStats, admin_router,
+};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -34,23 +36,35 @@ struct Admin {
     router: Router,
 }
 
+/// A service after one deploy: `g1` is drained and gone, `g2` serves.
 #[derive(Debug)]
-struct TwoBackends;
+struct TwoGenerations;
 
-impl ProxyStats for TwoBackends {
-    fn proxy_stats(&self) -> Vec<ProxyBackendStats> {
-        ["127.0.0.1:40001", "127.0.0.1:40002"]
-            .iter()
-            .enumerate()
-            .map(|(i, backend)| ProxyBackendStats {
-                service: "web".into(),
-                backend: (*backend).into(),
-                requests: 10 * (i as u64 + 1),
-                errors: i as u64,
-                server_errors: 0,
-                active: 1,
-            })
-            .collect()
+impl ProxyStats for TwoGenerations {
+    fn proxy_stats(&self) -> Vec<ProxyServiceStats> {
+        let g1 = ProxyGenerationStats {
+            generation: "g1".into(),
+            requests: vec![("2xx", 20), ("5xx", 1), ("gateway_error", 1)],
+            errors: 2,
+            cut: 1,
+            ..ProxyGenerationStats::default()
+        };
+        let g2 = ProxyGenerationStats {
+            generation: "g2".into(),
+            requests: vec![("2xx", 5), ("4xx", 0)],
+            active: 1,
+            live_backends: 1,
+            ..ProxyGenerationStats::default()
+        };
+        vec![ProxyServiceStats {
+            service: "web".into(),
+            no_backend: 2,
+            latency: ProxyLatency {
+                buckets: vec![(0.005, 20), (0.01, 6), (f64::INFINITY, 1)],
+                sum_seconds: 12.5,
+            },
+            generations: vec![g1, g2],
+        }]
     }
 }
 
@@ -71,7 +85,7 @@ async fn admin(token: Option<&str>) -> Admin {
         &config,
         rig.handle.clone(),
         metrics,
-        Some(Arc::new(TwoBackends)),
+        Some(Arc::new(TwoGenerations)),
     )
     .unwrap();
     Admin { rig, router }
@@ -329,13 +343,31 @@ async fn services_deploy_rollback_history_fleet_and_metrics() {
         "deployer_deploys_in_flight 0",
         "deployer_ready 1",
         "deployer_targets_published_total 0",
-        r#"deployer_proxy_requests_total{service="web",backend="127.0.0.1:40002"} 20"#,
-        r#"deployer_proxy_errors_total{service="web",backend="127.0.0.1:40002"} 1"#,
-        r#"deployer_proxy_active{service="web",backend="127.0.0.1:40001"} 1"#,
+        "# TYPE deployer_proxy_requests counter",
+        r#"deployer_proxy_requests_total{service="web",generation="g1",class="2xx"} 20"#,
+        r#"deployer_proxy_requests_total{service="web",generation="g1",class="5xx"} 1"#,
+        r#"deployer_proxy_requests_total{service="web",generation="g1",class="gateway_error"} 1"#,
+        r#"deployer_proxy_requests_total{service="web",generation="g2",class="2xx"} 5"#,
+        r#"deployer_proxy_errors_total{service="web",generation="g1"} 2"#,
+        r#"deployer_proxy_cut_total{service="web",generation="g1"} 1"#,
+        r#"deployer_proxy_cut_total{service="web",generation="g2"} 0"#,
+        r#"deployer_proxy_active{service="web",generation="g1"} 0"#,
+        r#"deployer_proxy_active{service="web",generation="g2"} 1"#,
+        r#"deployer_proxy_backends{service="web",generation="g2"} 1"#,
+        r#"deployer_proxy_no_backend_total{service="web"} 2"#,
+        "# TYPE deployer_proxy_header_latency_seconds histogram",
+        r#"deployer_proxy_header_latency_seconds_count{service="web"} 27"#,
+        r#"deployer_proxy_header_latency_seconds_sum{service="web"} 12.5"#,
+        r#"deployer_proxy_header_latency_seconds_bucket{le="0.005",service="web"} 20"#,
+        r#"deployer_proxy_header_latency_seconds_bucket{le="0.01",service="web"} 26"#,
+        r#"deployer_proxy_header_latency_seconds_bucket{le="+Inf",service="web"} 27"#,
         "# EOF",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
+    // Zero classes are left out; no series names an ephemeral backend address.
+    assert!(!text.contains(r#"class="4xx""#), "{text}");
+    assert!(!text.contains("backend="), "{text}");
     a.rig.stop().await;
 }
 

@@ -101,7 +101,7 @@ struct Counters {
 }
 
 /// A backend server on 127.0.0.1:0 whose every response names it (`x-backend` header, and
-/// the body of `/`). Paths: `/` name; `/slow?ms=N`; `/hang` never answers; `/headers`
+/// the body of `/`). Paths: `/` name; `/slow?ms=N`; `/status?code=N` answers N; `/hang` never answers; `/headers`
 /// lists request headers; `/echo` streams the request body back; `/stall` sends headers
 /// and one chunk, then nothing; `/hop` answers with hop-by-hop headers; `/ws` upgrades
 /// and then greets with its name and echoes. `mode_tcp` servers greet and echo instead.
@@ -209,6 +209,16 @@ async fn respond(
             Response::new(full(name))
         }
         "/hang" => std::future::pending().await,
+        "/status" => {
+            let mut response = Response::new(full(name));
+            *response.status_mut() = request
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("code="))
+                .and_then(|code| StatusCode::from_bytes(code.as_bytes()).ok())
+                .unwrap_or(StatusCode::OK);
+            response
+        }
         "/headers" => {
             let mut lines: Vec<String> = request
                 .headers()
