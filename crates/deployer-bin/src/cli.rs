@@ -55,6 +55,33 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Hold new requests to a service's proxy (each up to --hold, then 503) until `resume`.
+    Pause {
+        /// The service.
+        service: String,
+        /// How long one request may be held (1s to 5m).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        hold: std::time::Duration,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Answer new requests to a service's proxy 503 with a message until `resume`.
+    Maintenance {
+        /// The service.
+        service: String,
+        /// The body of the 503 answers.
+        #[arg(long)]
+        message: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Forward new requests to a service's proxy again after `pause` or `maintenance`.
+    Resume {
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Make the daemon read its config file again and apply its services without a restart
     /// (added ones start, changed ones restart their actor, removed ones are taken down).
     Reload {

@@ -93,6 +93,31 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
                 .await
         }
         Command::Reload { client } => client::Client::new(&client)?.reload().await,
+        Command::Pause {
+            service,
+            hold,
+            client,
+        } => {
+            let body = serde_json::json!({ "hold_seconds": hold.as_secs().max(1) });
+            client::Client::new(&client)?
+                .gate(&service, "pause", body)
+                .await
+        }
+        Command::Maintenance {
+            service,
+            message,
+            client,
+        } => {
+            let body = serde_json::json!({ "message": message });
+            client::Client::new(&client)?
+                .gate(&service, "maintenance", body)
+                .await
+        }
+        Command::Resume { service, client } => {
+            client::Client::new(&client)?
+                .gate(&service, "resume", serde_json::json!({}))
+                .await
+        }
         Command::Rollback {
             service,
             wait,

@@ -17,7 +17,9 @@ use deployer_core::service::{Handover, ProxyProtocol, Strategy};
 use deployer_core::testing::{FakeImageSource, FakeSwitcher, digest};
 use deployer_core::{ImageRef, ServiceSpec};
 use deployer_http::config::AdminConfig;
-use deployer_http::{Metrics, ReloadError, Reloader, admin_router_with_reload};
+use deployer_http::{
+    AdminPorts, Gate, Metrics, NoProxy, ReloadError, Reloader, TrafficControl, admin_router_with,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn services(web: &ImageRef, worker: &ImageRef) -> anyhow::Result<Vec<ServiceSpec>> {
@@ -39,6 +41,16 @@ impl Reloader for SameServices {
         self.0
             .reload(self.1.clone())
             .map_err(|e| ReloadError::Refused(e.to_string()))
+    }
+}
+
+/// Every service has a proxy here, and its gate is only logged.
+struct EveryProxy;
+
+impl TrafficControl for EveryProxy {
+    fn set_gate(&self, service: &str, gate: Gate) -> Result<(), NoProxy> {
+        eprintln!("{service}: {gate:?}");
+        Ok(())
     }
 }
 
@@ -73,13 +85,10 @@ async fn main() -> anyhow::Result<()> {
     };
     // Reloads re-declare the same services: what a daemon does when its file is unchanged.
     let reloader = Arc::new(SameServices(handle.clone(), specs));
-    let router = admin_router_with_reload(
-        &config,
-        handle.clone(),
-        Metrics::new(),
-        None,
-        Some(reloader),
-    )?;
+    let ports = AdminPorts::default()
+        .with_reloader(reloader)
+        .with_traffic(Arc::new(EveryProxy));
+    let router = admin_router_with(&config, handle.clone(), Metrics::new(), ports)?;
     println!("listening on {}", listener.local_addr()?);
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -61,7 +61,10 @@ mod secret;
 pub mod serve;
 mod signal;
 
-pub use admin::{ReloadError, Reloader, admin_router, admin_router_with_reload};
+pub use admin::{
+    AdminPorts, Gate, NoProxy, ReloadError, Reloader, TrafficControl, admin_router,
+    admin_router_with,
+};
 pub use config::ConfigError;
 pub use hooks::webhook_router;
 pub use metrics::{Metrics, ProxyGenerationStats, ProxyLatency, ProxyServiceStats, ProxyStats};

@@ -28,8 +28,12 @@ enum Kind {
 
 impl ProxyBody {
     pub(crate) fn text(text: &'static str) -> Self {
+        Self::bytes(Bytes::from_static(text.as_bytes()))
+    }
+
+    pub(crate) fn bytes(bytes: Bytes) -> Self {
         Self {
-            kind: Kind::Text(Some(Bytes::from_static(text.as_bytes()))),
+            kind: Kind::Text(Some(bytes)),
         }
     }
 

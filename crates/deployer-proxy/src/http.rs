@@ -99,6 +99,23 @@ async fn forward(
             "CONNECT is not supported\n",
         ));
     }
+    match shared.gate.pass().await {
+        Ok(()) => {}
+        Err(crate::gate::Closed::Maintenance(message)) => {
+            let mut body = message.to_string();
+            if !body.ends_with('\n') {
+                body.push('\n');
+            }
+            let body = ProxyBody::bytes(bytes::Bytes::from(body));
+            return Ok(with_text(StatusCode::SERVICE_UNAVAILABLE, body));
+        }
+        Err(crate::gate::Closed::StillPaused) => {
+            return Ok(text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "paused; retry shortly\n",
+            ));
+        }
+    }
     let Some((mut backend, mut guard)) =
         shared.pool.pick_within(None, shared.http.empty_hold).await
     else {
@@ -306,7 +323,11 @@ fn gateway_error(
 }
 
 fn text_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::text(text));
+    with_text(status, ProxyBody::text(text))
+}
+
+fn with_text(status: StatusCode, body: ProxyBody) -> Response<ProxyBody> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

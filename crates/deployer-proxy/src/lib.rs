@@ -47,6 +47,7 @@ mod config;
 mod drain;
 mod error;
 mod failure_log;
+mod gate;
 mod groups;
 mod headers;
 mod http;
@@ -70,6 +71,7 @@ pub use crate::backends::AddOutcome;
 pub use crate::config::{Mode, ProxyConfig};
 pub use crate::drain::{Drain, DrainReport};
 pub use crate::error::ProxyError;
+pub use crate::gate::GateState;
 pub use crate::groups::Backend;
 pub use crate::latency::{LATENCY_BOUNDS, LatencyHistogram};
 use crate::server::Shared;
@@ -162,6 +164,31 @@ impl Proxy {
     /// The live backends, in round-robin order.
     pub fn backends(&self) -> Vec<SocketAddr> {
         self.inner.shared.pool.addrs()
+    }
+
+    /// Holds new HTTP requests until [`Self::resume`], each for at most `hold`, after which it
+    /// gets a 503 (a backend's restart, a migration: clients wait instead of failing).
+    /// Requests already sent are not touched.
+    pub fn pause(&self, hold: Duration) {
+        self.inner.shared.gate.set(GateState::Paused { hold });
+    }
+
+    /// Answers new HTTP requests 503 with `message` until [`Self::resume`].
+    pub fn maintenance(&self, message: &str) {
+        self.inner.shared.gate.set(GateState::Maintenance {
+            message: message.into(),
+        });
+    }
+
+    /// Forwards new requests again after [`Self::pause`] or [`Self::maintenance`]; held
+    /// requests go on at once.
+    pub fn resume(&self) {
+        self.inner.shared.gate.set(GateState::Open);
+    }
+
+    /// Whether new requests are forwarded, held or refused.
+    pub fn gate(&self) -> GateState {
+        self.inner.shared.gate.state()
     }
 
     /// Starts routing new requests (or connections) to `backend` too (a [`SocketAddr`], or

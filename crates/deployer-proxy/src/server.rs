@@ -43,6 +43,7 @@ pub(crate) struct Shared {
     /// TCP mode's connect timeout (HTTP mode's lives in each backend's connector).
     pub(crate) connect_timeout: Duration,
     pub(crate) http: HttpSettings,
+    pub(crate) gate: crate::gate::Gate,
 }
 
 impl Shared {
@@ -63,6 +64,7 @@ impl Shared {
             hard,
             connect_timeout: config.connect_timeout,
             http: HttpSettings::from_config(config),
+            gate: crate::gate::Gate::new(),
         }
     }
 }

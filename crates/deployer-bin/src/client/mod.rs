@@ -91,6 +91,18 @@ impl Client {
         Err(answer_error(status, &value))
     }
 
+    /// `deployer pause|maintenance|resume SERVICE`: `action` is the route's last segment.
+    pub async fn gate(&self, service: &str, action: &str, body: Value) -> Result<(), Exit> {
+        let path = format!("/api/v1/services/{service}/{action}");
+        let answer = self.call(reqwest::Method::POST, &path, Some(body)).await?;
+        if self.json {
+            println!("{answer}");
+        } else {
+            println!("{service}: {}", answer["gate"].as_str().unwrap_or("?"));
+        }
+        Ok(())
+    }
+
     /// `deployer reload`.
     pub async fn reload(&self) -> Result<(), Exit> {
         let summary = self

@@ -194,7 +194,9 @@ impl AdapterConfigs {
     }
 }
 
+mod switcher_gates;
 mod switcher_stats;
+pub use switcher_gates::SwitcherGates;
 pub use switcher_stats::SwitcherStats;
 
 #[cfg(test)]

@@ -203,22 +203,19 @@ pub async fn run(
         .map_err(|e| bad_config(&e))?;
     driver = driver.with_trigger(Arc::new(hangup));
 
-    let reloader = path.map(|path| {
-        Arc::new(reload::ConfigReloader {
+    let mut ports = deployer_http::AdminPorts::default()
+        .with_proxy(Arc::new(adapters::SwitcherStats(switcher.clone())))
+        .with_traffic(Arc::new(adapters::SwitcherGates(switcher.clone())));
+    if let Some(path) = path {
+        ports = ports.with_reloader(Arc::new(reload::ConfigReloader {
             path: path.to_owned(),
             overrides: overrides.clone(),
             handle: handle.clone(),
             switcher: switcher.clone(),
-        }) as Arc<dyn deployer_http::Reloader>
-    });
-    let admin = deployer_http::admin_router_with_reload(
-        &adapters.admin,
-        handle.clone(),
-        metrics,
-        Some(Arc::new(adapters::SwitcherStats(switcher.clone()))),
-        reloader,
-    )
-    .map_err(|e| bad_config(&e))?;
+        }));
+    }
+    let admin = deployer_http::admin_router_with(&adapters.admin, handle.clone(), metrics, ports)
+        .map_err(|e| bad_config(&e))?;
     let listener = deployer_http::serve::bind(settings.admin.listen)
         .await
         .map_err(|e| Exit::unavailable_at("admin.listen", settings.admin.listen, &e))?;

@@ -1,6 +1,7 @@
 //! `deployer reload` against a real daemon, engine and registry: a service added to the file
 //! starts serving, a file that fails `config check` changes nothing (exit 64), and a service
-//! taken out of the file loses its proxy and its containers, while the others keep serving.
+//! taken out of the file loses its proxy and its containers, while the others keep serving;
+//! then `deployer maintenance` and `deployer resume` on the same daemon.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -157,6 +158,19 @@ async fn scenario() -> anyhow::Result<()> {
         "api's proxy still listens"
     );
     assert!(serves(web_proxy).await, "web stopped serving");
+
+    // Traffic controls on the same daemon: maintenance answers 503 with the message, resume
+    // forwards again.
+    let out = cli
+        .run(&["maintenance", &web, "--message", "back at 14:00 UTC"])
+        .await?;
+    assert_eq!(out.code, Some(0), "{out}");
+    let answer = reqwest::get(format!("http://{web_proxy}/")).await?;
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.text().await?, "back at 14:00 UTC\n");
+    let out = cli.run(&["resume", &web]).await?;
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(serves(web_proxy).await, "web did not resume");
 
     daemon.terminate(Duration::from_secs(30)).await?;
     daemon.passed();

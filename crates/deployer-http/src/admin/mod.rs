@@ -30,6 +30,7 @@ mod guard;
 mod openapi;
 mod reload;
 mod routes;
+mod traffic;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ use deployer_core::driver::DriverHandle;
 pub(crate) use guard::parse_authority;
 pub use openapi::openapi_document;
 pub use reload::{ReloadError, Reloader};
+pub use traffic::{DEFAULT_HOLD, Gate, MAX_HOLD, MAX_MESSAGE, NoProxy, TrafficControl};
 
 use crate::api_error::ApiError;
 use crate::config::{AdminConfig, ConfigError};
@@ -86,6 +88,10 @@ pub mod codes {
     pub const RELOAD_REFUSED: &str = "reload_refused";
     /// 503: the daemon has no config file to read again.
     pub const RELOAD_UNAVAILABLE: &str = "reload_unavailable";
+    /// 409: pause, maintenance or resume of a service without deployer's proxy.
+    pub const NO_PROXY: &str = "no_proxy";
+    /// 503: the daemon has no proxies to control.
+    pub const TRAFFIC_UNAVAILABLE: &str = "traffic_unavailable";
 }
 
 /// Who may call a route.
@@ -107,6 +113,7 @@ pub(crate) struct Admin {
     max_history: usize,
     refusals: crate::refusals::Refusals,
     reloader: Option<Arc<dyn Reloader>>,
+    traffic: Option<Arc<dyn TrafficControl>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -118,25 +125,79 @@ impl std::fmt::Debug for Admin {
     }
 }
 
+/// What the admin API reaches besides the driver; each missing one makes its routes answer
+/// 503 (or leaves its series out of `/metrics`).
+#[derive(Default, Clone)]
+#[non_exhaustive]
+pub struct AdminPorts {
+    /// The proxies' counters, for `/metrics`.
+    pub proxy: Option<Arc<dyn ProxyStats>>,
+    /// Behind `POST /api/v1/reload`.
+    pub reloader: Option<Arc<dyn Reloader>>,
+    /// Behind the pause, maintenance and resume routes.
+    pub traffic: Option<Arc<dyn TrafficControl>>,
+}
+
+impl AdminPorts {
+    /// With the proxies' counters.
+    #[must_use]
+    pub fn with_proxy(mut self, proxy: Arc<dyn ProxyStats>) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// With a reloader.
+    #[must_use]
+    pub fn with_reloader(mut self, reloader: Arc<dyn Reloader>) -> Self {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// With traffic controls.
+    #[must_use]
+    pub fn with_traffic(mut self, traffic: Arc<dyn TrafficControl>) -> Self {
+        self.traffic = Some(traffic);
+        self
+    }
+}
+
+impl std::fmt::Debug for AdminPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminPorts")
+            .field("proxy", &self.proxy.is_some())
+            .field("reloader", &self.reloader.is_some())
+            .field("traffic", &self.traffic.is_some())
+            .finish()
+    }
+}
+
 /// The admin router (see the module docs for the routes and their status codes), without
-/// reloads (`POST /api/v1/reload` answers 503).
+/// reloads or traffic controls (their routes answer 503).
 pub fn admin_router(
     config: &AdminConfig,
     handle: DriverHandle,
     metrics: Arc<Metrics>,
     proxy: Option<Arc<dyn ProxyStats>>,
 ) -> Result<Router, ConfigError> {
-    admin_router_with_reload(config, handle, metrics, proxy, None)
+    let ports = AdminPorts {
+        proxy,
+        ..AdminPorts::default()
+    };
+    admin_router_with(config, handle, metrics, ports)
 }
 
-/// [`admin_router`] with a [`Reloader`] behind `POST /api/v1/reload`.
-pub fn admin_router_with_reload(
+/// [`admin_router`] with every port the daemon has.
+pub fn admin_router_with(
     config: &AdminConfig,
     handle: DriverHandle,
     metrics: Arc<Metrics>,
-    proxy: Option<Arc<dyn ProxyStats>>,
-    reloader: Option<Arc<dyn Reloader>>,
+    ports: AdminPorts,
 ) -> Result<Router, ConfigError> {
+    let AdminPorts {
+        proxy,
+        reloader,
+        traffic,
+    } = ports;
     config.validate()?;
     let admin = Arc::new(Admin {
         handle,
@@ -147,6 +208,7 @@ pub fn admin_router_with_reload(
         max_history: config.max_history,
         refusals: crate::refusals::Refusals::new("admin API"),
         reloader,
+        traffic,
     });
     let browser_guard = Arc::new(guard::Guard::new(config));
     let (mut open, mut guarded) = (Router::new(), Router::new());

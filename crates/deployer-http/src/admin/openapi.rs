@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::codes;
 use super::routes::HISTORY_DEFAULT;
+use super::traffic::{MAX_HOLD, MAX_MESSAGE};
 
 /// The OpenAPI 3.0 document served at `/api/v1/openapi.json`, for the default
 /// [`AdminConfig`](crate::config::AdminConfig).
@@ -58,7 +59,7 @@ pub(super) fn document(max_history: usize) -> Value {
                                                            codes::ENGINE_UNREACHABLE, codes::BUILD_FAILED, codes::IMAGE_FAILED,
                                                            codes::COORDINATOR_UNAVAILABLE, codes::COORDINATOR_CORRUPT,
                                                            codes::HOST_NOT_ALLOWED, codes::ORIGIN_NOT_ALLOWED,
-                                                           codes::UNSUPPORTED_MEDIA_TYPE, codes::INVALID_CONFIG, codes::RELOAD_REFUSED, codes::RELOAD_UNAVAILABLE]}}},
+                                                           codes::UNSUPPORTED_MEDIA_TYPE, codes::INVALID_CONFIG, codes::RELOAD_REFUSED, codes::RELOAD_UNAVAILABLE, codes::NO_PROXY, codes::TRAFFIC_UNAVAILABLE]}}},
                 "Service": {"type": "object",
                     "required": ["name", "image", "strategy", "replicas", "proxy", "state", "live", "generation",
                                  "target", "message", "endpoint", "updated_at", "last_report"],
@@ -94,6 +95,15 @@ pub(super) fn document(max_history: usize) -> Value {
                     "rollback_error": {"type": "string", "nullable": true, "description": "Why putting the previous build back failed too"},
                     "duration_ms": {"type": "integer"},
                     "started_at": {"type": "integer"}, "finished_at": {"type": "integer"}}},
+                "PauseRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "hold_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_HOLD.as_secs(),
+                                     "description": "How long one request may be held (default 30)"}}},
+                "MaintenanceRequest": {"type": "object", "additionalProperties": false, "required": ["message"], "properties": {
+                    "message": {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE, "pattern": "\\S",
+                                "description": "The body of the 503 answers"}}},
+                "GateAnswer": {"type": "object", "required": ["service", "gate"], "properties": {
+                    "service": {"type": "string"},
+                    "gate": {"type": "string", "enum": ["open", "paused", "maintenance"]}}},
                 "ReloadSummary": {"type": "object", "required": ["added", "changed", "removed", "unchanged"], "properties": {
                     "added": {"type": "array", "items": {"type": "string"}, "description": "Services declared now and not before: they start"},
                     "changed": {"type": "array", "items": {"type": "string"}, "description": "Services declared with another spec: restarted with it"},
@@ -158,6 +168,33 @@ pub(super) fn document(max_history: usize) -> Value {
                               "409": error("No earlier build to roll back to"),
                               "500": error("A coordinator record cannot be decoded"),
                               "503": error("Coordinator unavailable")}}},
+            "/api/v1/services/{name}/pause": {"post": {"summary": "Hold new requests to the service's proxy until resumed (each up to its hold, then 503)",
+                "parameters": [name],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PauseRequest"}}}},
+                "responses": {"200": ok("The proxy's gate is set", json!({"$ref": "#/components/schemas/GateAnswer"})),
+                              "400": error("A field that is out of range or unknown"),
+                              "401": unauthorized, "403": foreign, "404": error("No such service"),
+                              "409": error("The service has no proxy of deployer's (no_proxy)"),
+                              "413": error("Body too large"), "415": not_json,
+                              "503": error("This daemon has no proxies to control (traffic_unavailable)")}}},
+            "/api/v1/services/{name}/maintenance": {"post": {"summary": "Answer new requests to the service's proxy 503 with a message until resumed",
+                "parameters": [name],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MaintenanceRequest"}}}},
+                "responses": {"200": ok("The proxy's gate is set", json!({"$ref": "#/components/schemas/GateAnswer"})),
+                              "400": error("A missing or too long message, or an unknown field"),
+                              "401": unauthorized, "403": foreign, "404": error("No such service"),
+                              "409": error("The service has no proxy of deployer's (no_proxy)"),
+                              "413": error("Body too large"), "415": not_json,
+                              "503": error("This daemon has no proxies to control (traffic_unavailable)")}}},
+            "/api/v1/services/{name}/resume": {"post": {"summary": "Forward new requests again after a pause or maintenance",
+                "parameters": [name],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RollbackRequest"}}}},
+                "responses": {"200": ok("The proxy's gate is open", json!({"$ref": "#/components/schemas/GateAnswer"})),
+                              "400": error("A body that is not an empty JSON object"),
+                              "401": unauthorized, "403": foreign, "404": error("No such service"),
+                              "409": error("The service has no proxy of deployer's (no_proxy)"),
+                              "413": error("Body too large"), "415": not_json,
+                              "503": error("This daemon has no proxies to control (traffic_unavailable)")}}},
             "/api/v1/reload": {"post": {"summary": "Read the config file again and apply its services without a restart",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RollbackRequest"}}}},
                 "responses": {"200": ok("Applied: what changed", json!({"$ref": "#/components/schemas/ReloadSummary"})),

@@ -74,6 +74,24 @@ pub(crate) fn routes() -> Vec<Route> {
             rollback,
         ),
         route(Method::POST, "/api/v1/reload", Token, super::reload::reload),
+        route(
+            Method::POST,
+            "/api/v1/services/{name}/pause",
+            Token,
+            super::traffic::pause,
+        ),
+        route(
+            Method::POST,
+            "/api/v1/services/{name}/maintenance",
+            Token,
+            super::traffic::maintenance,
+        ),
+        route(
+            Method::POST,
+            "/api/v1/services/{name}/resume",
+            Token,
+            super::traffic::resume,
+        ),
         route(Method::GET, "/api/v1/history", Token, history),
         route(Method::GET, "/api/v1/fleet", Token, fleet),
     ]
@@ -158,7 +176,7 @@ async fn one_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>) 
     }
 }
 
-fn unknown_service(name: &str) -> ApiError {
+pub(super) fn unknown_service(name: &str) -> ApiError {
     ApiError::not_found(format!("no service named {name:?}")).with_code(codes::UNKNOWN_SERVICE)
 }
 
@@ -322,6 +340,33 @@ async fn rollback(
 /// Operator errors to answers. Each names the cause and the image, so that the CLI can say
 /// what went wrong without sending its user to the log; the underlying error's text (which
 /// may hold a registry URL with credentials) only goes to the log.
+/// Reads a body that is empty or a JSON object with only the `allowed` fields.
+pub(super) async fn read_object(
+    admin: &Admin,
+    request: Request,
+    allowed: &[&str],
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, &parts.headers, admin.body_limit, BODY_TIMEOUT)
+        .await
+        .map_err(|e| e.into_api_error())?;
+    if body.trim_ascii().is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("body", format!("invalid JSON: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(ApiError::bad_request("body", "expected a JSON object"));
+    };
+    if let Some(field) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(
+            field,
+            format!("unknown field; this takes {}", allowed.join(", ")),
+        ));
+    }
+    Ok(object)
+}
+
 /// Reads a body that must ask for nothing: empty or `{}`. Clients must send JSON (the guard
 /// sees to it); a field would be a request for something the route cannot do, so it is
 /// refused rather than ignored.

@@ -10,7 +10,7 @@ use axum::http::{Request, StatusCode};
 use deployer_core::ServiceName;
 use deployer_core::driver::ReloadSummary;
 use deployer_http::config::AdminConfig;
-use deployer_http::{Metrics, ReloadError, Reloader, admin_router, admin_router_with_reload};
+use deployer_http::{AdminPorts, Metrics, ReloadError, Reloader, admin_router, admin_router_with};
 
 use crate::common::*;
 
@@ -41,12 +41,11 @@ async fn router(answer: Option<fn() -> Result<ReloadSummary, ReloadError>>) -> R
     )
     .await;
     match answer {
-        Some(answer) => admin_router_with_reload(
+        Some(answer) => admin_router_with(
             &config(),
             rig.handle,
             Metrics::new(),
-            None,
-            Some(Arc::new(Canned(answer))),
+            AdminPorts::default().with_reloader(Arc::new(Canned(answer))),
         )
         .unwrap(),
         None => admin_router(&config(), rig.handle, Metrics::new(), None).unwrap(),

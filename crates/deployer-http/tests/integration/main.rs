@@ -4,6 +4,7 @@
 mod admin;
 mod admin_guard;
 mod admin_reload;
+mod admin_traffic;
 mod bound;
 mod common;
 mod decoders;

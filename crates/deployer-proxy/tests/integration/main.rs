@@ -2,6 +2,7 @@
 //!
 //! One test binary (rather than one per file) so the fixtures compile and link once.
 
+mod gate;
 mod groups;
 mod http_drain;
 mod http_errors;
