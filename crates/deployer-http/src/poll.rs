@@ -36,8 +36,7 @@ pub fn tracked_images(handle: &DriverHandle) -> Vec<ImageRef> {
 /// signal triggers.
 pub(crate) struct Sweep {
     images: Arc<dyn ImageSource>,
-    /// Deduplicated, without digests, in a stable order.
-    tracked: Vec<ImageRef>,
+    tracked: Tracked,
     source: Source,
     min_interval: Duration,
     resolve_timeout: Duration,
@@ -55,6 +54,41 @@ impl std::fmt::Debug for Sweep {
     }
 }
 
+/// The tags a pass resolves.
+enum Tracked {
+    /// Deduplicated, without digests, in a stable order.
+    Fixed(Vec<ImageRef>),
+    /// Those of the driver's services at the moment of the pass: services added by a reload
+    /// or adopted while running are polled too, and removed ones no more.
+    OfDriver(DriverHandle),
+}
+
+impl Tracked {
+    fn fixed(tracked: impl IntoIterator<Item = ImageRef>) -> Self {
+        let tracked: BTreeSet<ImageRef> = tracked.into_iter().map(|i| i.without_digest()).collect();
+        Self::Fixed(tracked.into_iter().collect())
+    }
+
+    fn now(&self) -> Vec<ImageRef> {
+        match self {
+            Self::Fixed(tracked) => tracked.clone(),
+            Self::OfDriver(handle) => match Self::fixed(tracked_images(handle)) {
+                Self::Fixed(tracked) => tracked,
+                Self::OfDriver(_) => Vec::new(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(tracked) => f.debug_tuple("Fixed").field(tracked).finish(),
+            Self::OfDriver(_) => f.write_str("OfDriver"),
+        }
+    }
+}
+
 /// What a pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct SweepCounts {
@@ -69,10 +103,28 @@ impl Sweep {
         source: &str,
         config: &PollConfig,
     ) -> Self {
-        let tracked: BTreeSet<ImageRef> = tracked.into_iter().map(|i| i.without_digest()).collect();
+        Self::with(images, Tracked::fixed(tracked), source, config)
+    }
+
+    /// A sweep of the tags `handle`'s services track at each pass.
+    pub(crate) fn of_driver(handle: &DriverHandle, source: &str, config: &PollConfig) -> Self {
+        Self::with(
+            handle.images().clone(),
+            Tracked::OfDriver(handle.clone()),
+            source,
+            config,
+        )
+    }
+
+    fn with(
+        images: Arc<dyn ImageSource>,
+        tracked: Tracked,
+        source: &str,
+        config: &PollConfig,
+    ) -> Self {
         Self {
             images,
-            tracked: tracked.into_iter().collect(),
+            tracked,
             source: Source::new(source),
             min_interval: config.min_interval,
             resolve_timeout: config.resolve_timeout,
@@ -84,7 +136,7 @@ impl Sweep {
     /// the sink has closed.
     pub(crate) async fn run(&self, sink: &EventSink, shutdown: &mut Shutdown) -> SweepCounts {
         let mut counts = SweepCounts::default();
-        for image in &self.tracked {
+        for image in &self.tracked.now() {
             let slot = {
                 let mut last = self
                     .last_call
@@ -158,9 +210,14 @@ impl PollTrigger {
         })
     }
 
-    /// A poller of every tag `handle`'s services track, through its image source.
+    /// A poller of every tag `handle`'s services track at each pass, through its image
+    /// source.
     pub fn for_driver(handle: &DriverHandle, config: PollConfig) -> Result<Self, ConfigError> {
-        Self::new(handle.images().clone(), tracked_images(handle), config)
+        config.validate()?;
+        Ok(Self {
+            sweep: Sweep::of_driver(handle, "poll", &config),
+            config,
+        })
     }
 }
 
@@ -305,6 +362,44 @@ mod tests {
             .expect("poll trigger did not stop at shutdown")
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drivers_poller_polls_the_services_it_has_at_each_pass() {
+        use deployer_core::driver::{Driver, DriverConfig, Ports};
+        let (a, b) = (image("demo/a:latest"), image("demo/b:latest"));
+        let images = Arc::new(FakeImageSource::new());
+        images.set_tag(&a, digest(1));
+        images.set_tag(&b, digest(2));
+        let ports = Ports {
+            images: images.clone(),
+            switcher: Arc::new(deployer_core::testing::FakeSwitcher::new()),
+            coordinator: Arc::new(deployer_core::memory::MemoryCoordinator::new("n")),
+            journal: Arc::new(deployer_core::memory::MemoryJournal::new()),
+            notifiers: Vec::new(),
+        };
+        let spec = |name: &str, image: &ImageRef| {
+            deployer_core::ServiceSpec::builder(name, image.clone())
+                .build()
+                .unwrap()
+        };
+        let driver = Driver::new(DriverConfig::new("n"), ports, vec![spec("a", &a)]).unwrap();
+        let handle = driver.handle();
+        let trigger = PollTrigger::for_driver(&handle, PollConfig::default()).unwrap();
+        // Adopted (or added by a reload) after the poller was made: polled all the same.
+        handle.adopt(spec("b", &b)).unwrap();
+        let (sink, mut events) = EventSink::new([a.clone(), b.clone()], 16);
+        let (fire, shutdown) = Shutdown::new();
+        let task = tokio::spawn(async move { trigger.run(sink, shutdown).await });
+        let mut polled = vec![
+            events.recv().await.unwrap().image,
+            events.recv().await.unwrap().image,
+        ];
+        polled.sort();
+        assert_eq!(polled, [a, b]);
+        fire.fire();
+        task.await.unwrap().unwrap();
+        drop(driver);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use deployer_core::shutdown::Shutdown;
 use tokio::sync::mpsc;
 
 use crate::config::{ConfigError, PollConfig};
-use crate::poll::{Sweep, tracked_images};
+use crate::poll::Sweep;
 
 /// Where "resolve now" ticks come from.
 #[derive(Debug)]
@@ -78,12 +78,11 @@ impl SignalTrigger {
         config: &PollConfig,
         hangup: tokio::signal::unix::Signal,
     ) -> Result<Self, ConfigError> {
-        Self::build(
-            handle.images().clone(),
-            tracked_images(handle),
-            config,
+        config.validate()?;
+        Ok(Self::with_sweep(
+            Sweep::of_driver(handle, "signal", config),
             Ticks::Hangup(hangup),
-        )
+        ))
     }
 
     /// A SIGHUP trigger for every tag `handle`'s services track.
@@ -92,7 +91,15 @@ impl SignalTrigger {
         handle: &DriverHandle,
         config: &PollConfig,
     ) -> Result<Self, ConfigError> {
-        Self::hangup(handle.images().clone(), tracked_images(handle), config)
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::new(
+                "signal",
+                "must be set up inside a tokio runtime",
+            ));
+        }
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| ConfigError::new("signal", format!("cannot listen for SIGHUP: {e}")))?;
+        Self::hangup_stream_for_driver(handle, config, hangup)
     }
 
     /// A trigger on the messages of `ticks`.
@@ -112,10 +119,17 @@ impl SignalTrigger {
         ticks: Ticks,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self {
-            sweep: Sweep::new(images, tracked, "signal", config),
+        Ok(Self::with_sweep(
+            Sweep::new(images, tracked, "signal", config),
+            ticks,
+        ))
+    }
+
+    fn with_sweep(sweep: Sweep, ticks: Ticks) -> Self {
+        Self {
+            sweep,
             ticks: Mutex::new(Some(ticks)),
-        })
+        }
     }
 }
 
