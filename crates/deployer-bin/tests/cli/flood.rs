@@ -6,14 +6,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use deployer_testkit::images::{self, App, ImageSpec};
+use deployer_testkit::images;
 use deployer_testkit::net::free_port;
 use deployer_testkit::{Registry, RegistryOptions, Sweep};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::common::service_section;
-use crate::support::{Daemon, bounded, eventually, get};
+use crate::support::{Daemon, bounded, eventually, get, push_v1};
 
 const SECRET_VAR: &str = "FLOOD_GITHUB_SECRET";
 const BODY: usize = 1 << 20;
@@ -84,17 +84,7 @@ async fn scenario() -> anyhow::Result<()> {
     let docker = images::docker().await;
     let dir = tempfile::tempdir()?;
     let registry = Registry::start(RegistryOptions::default()).await?;
-    let local = format!("deployer-test/flood-{}:latest", sweep.run());
-    let spec = ImageSpec {
-        app: App::http("v1"),
-        healthcheck: false,
-        labels: sweep.labels(),
-    };
-    images::build(&docker, &local, &spec).await?;
-    registry
-        .push(&docker, &local, "demo/flood", "latest")
-        .await?;
-    let image = format!("{}/demo/flood:latest", registry.host());
+    let image = push_v1(&docker, &sweep, &registry, "demo/flood").await?;
 
     let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let webhooks = SocketAddr::from(([127, 0, 0, 1], free_port()));

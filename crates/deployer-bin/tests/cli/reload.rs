@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use deployer_testkit::images::{self, App, ImageSpec};
+use deployer_testkit::images;
 use deployer_testkit::net::free_port;
 use deployer_testkit::{Registry, RegistryOptions, Sweep};
 
 use crate::common::service_section;
-use crate::support::{Cli, Daemon, bounded, containers_of, eventually, get};
+use crate::support::{Cli, Daemon, bounded, containers_of, eventually, get, push_v1};
 
 fn config(dir: &Path, admin: u16, scope: &str, services: &[String]) -> String {
     format!(
@@ -48,17 +48,7 @@ async fn scenario() -> anyhow::Result<()> {
     let docker = images::docker().await;
     let dir = tempfile::tempdir()?;
     let registry = Registry::start(RegistryOptions::default()).await?;
-    let local = format!("deployer-test/reload-{}:latest", sweep.run());
-    let spec = ImageSpec {
-        app: App::http("v1"),
-        healthcheck: false,
-        labels: sweep.labels(),
-    };
-    images::build(&docker, &local, &spec).await?;
-    registry
-        .push(&docker, &local, "demo/reload", "latest")
-        .await?;
-    let image = format!("{}/demo/reload:latest", registry.host());
+    let image = push_v1(&docker, &sweep, &registry, "demo/reload").await?;
 
     let (web, api) = (sweep.name("web"), sweep.name("api"));
     let web_proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));

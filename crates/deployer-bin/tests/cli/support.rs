@@ -276,6 +276,30 @@ impl Drop for Daemon {
 
 pub use deployer_testkit::wait::{bounded, try_eventually as eventually};
 
+/// Builds the test image of `App::http("v1")` and pushes it to `registry` as `repo:latest`;
+/// returns that reference as a daemon config names it.
+pub async fn push_v1(
+    docker: &bollard::Docker,
+    sweep: &deployer_testkit::Sweep,
+    registry: &deployer_testkit::Registry,
+    repo: &str,
+) -> anyhow::Result<String> {
+    use deployer_testkit::images::{self, App, ImageSpec};
+    let local = format!(
+        "deployer-test/{}-{}:latest",
+        repo.replace('/', "-"),
+        sweep.run()
+    );
+    let spec = ImageSpec {
+        app: App::http("v1"),
+        healthcheck: false,
+        labels: sweep.labels(),
+    };
+    images::build(docker, &local, &spec).await?;
+    registry.push(docker, &local, repo, "latest").await?;
+    Ok(format!("{}/{repo}:latest", registry.host()))
+}
+
 /// The body of `GET http://ADDR/`, failing on a non-200 answer.
 pub async fn get(addr: &str) -> anyhow::Result<String> {
     let client = reqwest::Client::builder()

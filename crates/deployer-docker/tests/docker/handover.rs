@@ -11,7 +11,7 @@ use deployer_testkit::images::{self, App};
 
 use crate::support::{
     ClientLoop, Harness, bounded, build_image, containers_of, eventually, fetch_body,
-    handover_service,
+    handover_service, rebuilt,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,12 +242,8 @@ async fn roll_out_a_bad_build(
     let (_, id2) = build_image(&docker, &sweep, base, "v2", bad, false).await?;
     let tracked = v1.with_tag("live")?;
     let spec = handover_service(&sweep, base, &tracked, Duration::from_secs(10))?;
-    let spec = deployer_core::ServiceSpec::builder(spec.name().as_str(), tracked.clone())
-        .strategy(spec.strategy().clone())
-        .health(spec.health().clone().with_watch(Duration::from_secs(8)))
-        .timeouts(*spec.timeouts())
-        .template(spec.template().clone())
-        .build()?;
+    let watch = spec.health().clone().with_watch(Duration::from_secs(8));
+    let spec = rebuilt(&spec, |b| b.health(watch))?;
     let listen = spec.strategy().handover().unwrap().listen();
     let harness = Harness::start(&docker, vec![spec]).await?;
     let rev = harness.publish(&tracked, &id1).await?;

@@ -11,7 +11,7 @@ use deployer_testkit::images::{self, App};
 
 use crate::support::{
     ClientLoop, Harness, bounded, build_image, containers_of, eventually, fetch_body,
-    handover_service,
+    handover_service, rebuilt,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,13 +104,7 @@ async fn break_a_live_container(
     let (v1, id1) = build_image(&docker, &sweep, "web", "v1", App::http("v1"), false).await?;
     let tracked = v1.with_tag("live")?;
     let spec = handover_service(&sweep, "web", &tracked, Duration::from_secs(10))?;
-    let spec = deployer_core::ServiceSpec::builder(spec.name().as_str(), tracked.clone())
-        .strategy(spec.strategy().clone())
-        .health(spec.health().clone())
-        .timeouts(*spec.timeouts())
-        .template(spec.template().clone())
-        .replicas(replicas)
-        .build()?;
+    let spec = rebuilt(&spec, |b| b.replicas(replicas))?;
     let service = spec.name().to_string();
     let listen = spec.strategy().handover().unwrap().listen();
     let harness = Harness::start_with(&docker, vec![spec], |c| c.resync = None).await?;
@@ -293,12 +287,7 @@ async fn an_unhealthy_live_container_leaves_the_proxy_and_comes_back_when_health
                 1,
             )?
             .with_watch(Duration::ZERO);
-            let spec = deployer_core::ServiceSpec::builder(spec.name().as_str(), tracked.clone())
-                .strategy(spec.strategy().clone())
-                .health(health)
-                .timeouts(*spec.timeouts())
-                .template(spec.template().clone())
-                .build()?;
+            let spec = rebuilt(&spec, |b| b.health(health))?;
             let service = spec.name().to_string();
             let listen = spec.strategy().handover().unwrap().listen();
             // No periodic scan: only the engine's events can move it.

@@ -361,6 +361,22 @@ pub fn handover_service(
     )
 }
 
+/// `spec` built again with `change` applied to a builder that keeps its strategy, health,
+/// timeouts and template.
+pub fn rebuilt(
+    spec: &deployer_core::ServiceSpec,
+    change: impl FnOnce(
+        deployer_core::service::ServiceSpecBuilder,
+    ) -> deployer_core::service::ServiceSpecBuilder,
+) -> anyhow::Result<deployer_core::ServiceSpec> {
+    let builder = deployer_core::ServiceSpec::builder(spec.name().as_str(), spec.image().clone())
+        .strategy(spec.strategy().clone())
+        .health(spec.health().clone())
+        .timeouts(*spec.timeouts())
+        .template(spec.template().clone());
+    Ok(change(builder).build()?)
+}
+
 /// The service's containers: (name, running), from the engine.
 pub async fn containers_of(docker: &Docker, service: &str) -> anyhow::Result<Vec<(String, bool)>> {
     let options = bollard::query_parameters::ListContainersOptions {
