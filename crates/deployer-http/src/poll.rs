@@ -65,19 +65,21 @@ enum Tracked {
 
 impl Tracked {
     fn fixed(tracked: impl IntoIterator<Item = ImageRef>) -> Self {
-        let tracked: BTreeSet<ImageRef> = tracked.into_iter().map(|i| i.without_digest()).collect();
-        Self::Fixed(tracked.into_iter().collect())
+        Self::Fixed(deduplicated(tracked))
     }
 
     fn now(&self) -> Vec<ImageRef> {
         match self {
             Self::Fixed(tracked) => tracked.clone(),
-            Self::OfDriver(handle) => match Self::fixed(tracked_images(handle)) {
-                Self::Fixed(tracked) => tracked,
-                Self::OfDriver(_) => Vec::new(),
-            },
+            Self::OfDriver(handle) => deduplicated(tracked_images(handle)),
         }
     }
+}
+
+/// Without digests, each once, in a stable order.
+fn deduplicated(tracked: impl IntoIterator<Item = ImageRef>) -> Vec<ImageRef> {
+    let tracked: BTreeSet<ImageRef> = tracked.into_iter().map(|i| i.without_digest()).collect();
+    tracked.into_iter().collect()
 }
 
 impl std::fmt::Debug for Tracked {
