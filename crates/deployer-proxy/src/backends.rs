@@ -16,7 +16,8 @@ use crate::stats::{BackendState, BackendStats, Counters, GroupStats, ResponseCla
 use crate::upstream::{HttpUpstream, UpstreamSettings};
 
 /// What [`Proxy::add_backend`](crate::Proxy::add_backend) did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AddOutcome {
     /// The backend is new and now receives traffic.
     Added,

@@ -10,7 +10,8 @@ use crate::ProxyError;
 const MAX_WORKERS: usize = 256;
 
 /// What the proxy forwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// L7: HTTP/1.1 requests, each routed to a backend on its own, so keep-alive clients
     /// follow a switch at their next request.

@@ -30,7 +30,7 @@ pub struct Drain {
 }
 
 /// The outcome of [`Drain::wait`] (and of [`Proxy::shutdown`](crate::Proxy::shutdown)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct DrainReport {
     /// Everything finished by itself before the deadline.
@@ -50,6 +50,19 @@ impl Drain {
     /// The addresses this drain covers (none if nothing was removed).
     pub fn backends(&self) -> Vec<SocketAddr> {
         self.trackers.iter().map(|t| t.addr()).collect()
+    }
+
+    /// One drain per covered backend, so each can be waited on by whoever retires it.
+    pub fn split(self) -> Vec<Drain> {
+        self.trackers
+            .into_iter()
+            .map(|tracker| Drain::new(vec![tracker]))
+            .collect()
+    }
+
+    /// One drain covering everything `drains` cover, waited on under one deadline.
+    pub fn merge(drains: impl IntoIterator<Item = Drain>) -> Drain {
+        Drain::new(drains.into_iter().flat_map(|d| d.trackers).collect())
     }
 
     /// True when nothing was removed; [`wait`](Self::wait) then returns at once.
@@ -171,6 +184,21 @@ mod tests {
         let report = drain.wait(Duration::MAX).await;
         assert!(report.drained_cleanly);
         assert_eq!(report.waited, Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn split_and_merged_drains_cover_the_same_backends() {
+        let (a, b) = (addr(), SocketAddr::from(([127, 0, 0, 1], 9001)));
+        let pool = pool_with(a);
+        pool.add(b);
+        let drain = pool.replace(Vec::<SocketAddr>::new());
+        let parts = drain.split();
+        assert_eq!(parts.len(), 2);
+        let merged = Drain::merge(parts);
+        let mut covered = merged.backends();
+        covered.sort();
+        assert_eq!(covered, vec![a, b]);
+        assert!(merged.wait(Duration::from_secs(1)).await.drained_cleanly);
     }
 
     #[tokio::test(start_paused = true)]

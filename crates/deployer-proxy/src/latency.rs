@@ -23,7 +23,7 @@ pub const LATENCY_BOUNDS: [Duration; 11] = [
 const BUCKETS: usize = LATENCY_BOUNDS.len() + 1;
 
 /// A snapshot of the latency histogram, in [`ProxyTotals::latency`](crate::ProxyTotals).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LatencyHistogram {
     /// Per bucket, not cumulative; the last one counts what exceeded every bound.
     counts: [u64; BUCKETS],

@@ -9,7 +9,8 @@ use http::StatusCode;
 use crate::latency::{Latency, LatencyHistogram};
 
 /// Whether a backend still receives new traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum BackendState {
     /// In the routing table: new requests (HTTP) or connections (TCP) go to it.
@@ -19,7 +20,8 @@ pub enum BackendState {
 }
 
 /// How a request (HTTP) or connection (TCP) routed to a backend was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ResponseClass {
     /// The backend answered 1xx: in practice `101 Switching Protocols`, an upgrade.
@@ -84,7 +86,7 @@ impl ResponseClass {
 /// Answers by [`ResponseClass`]: each request (HTTP) or connection (TCP) counts once, in
 /// the class of the answer its client got (a request another backend took after this one
 /// failed counts there, not here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ClassCounts([u64; ResponseClass::ALL.len()]);
 
 impl ClassCounts {
@@ -107,7 +109,7 @@ impl ClassCounts {
 /// Counters start at zero when the backend is added; removing and re-adding an address
 /// starts a new backend with fresh counters (the old one shows as [`BackendState::Draining`]
 /// until its drain ends).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct BackendStats {
     /// The backend's address.
@@ -134,7 +136,7 @@ pub struct BackendStats {
 /// [`Proxy::group_stats`](crate::Proxy::group_stats): the sum over every backend ever added
 /// with that group (see [`Backend::in_group`](crate::Backend::in_group)), removed ones
 /// included, so these never go backwards.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct GroupStats {
     /// The group's name (empty for backends added without one).
@@ -159,7 +161,7 @@ pub struct GroupStats {
 ///
 /// Unlike [`BackendStats`] these never go backwards when a backend is removed, so they suit
 /// monotonic metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ProxyTotals {
     /// Requests (HTTP) or connections (TCP) routed to any backend.
