@@ -39,6 +39,19 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Upgrading the proxy itself
+//!
+//! A new proxy process can take over the listening sockets of the running one, like
+//! nginx's binary upgrade, so the port never closes and no connection is refused: the old
+//! process passes the descriptors from [`Proxy::listener_fds`] to the new one, which
+//! serves them with [`Proxy::bind_inherited`]; once it accepts, the old one calls
+//! [`Proxy::stop_accepting`], so connections the kernel queues from then on go to the new
+//! process, and later [`Proxy::shutdown`] to finish the requests it still serves. Leave a
+//! moment between the two: shutdown closes a connection that has not sent its first
+//! request yet, which a client connecting just before `stop_accepting` may still be doing.
+//! Passing the descriptors between processes (inheritance across exec, or a Unix socket)
+//! is the caller's part.
 #![warn(missing_docs)]
 
 mod backends;
@@ -51,6 +64,7 @@ mod gate;
 mod groups;
 mod headers;
 mod http;
+mod inherit;
 mod latency;
 mod server;
 mod stats;
@@ -60,10 +74,10 @@ mod worker;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -97,6 +111,10 @@ struct Handle {
     stop_accepting: CancellationToken,
     /// One per listening socket; taken by `shutdown` to wait until they are closed.
     accept_loops: Mutex<Vec<JoinHandle<()>>>,
+    /// A duplicate of each listening socket, in worker order, for `listener_fds`. It also
+    /// keeps the socket open when its accept loop stops, so that connections queued on it
+    /// wait for a successor instead of being reset; `shutdown` closes these.
+    listeners: Mutex<Vec<std::net::TcpListener>>,
 }
 
 impl Drop for Handle {
@@ -113,31 +131,58 @@ impl Proxy {
     /// accepting connections on the current Tokio runtime.
     pub async fn bind(config: ProxyConfig) -> Result<Proxy, ProxyError> {
         config.validate()?;
+        let (local_addr, listeners) = server::bind_listeners(&config)?;
+        Self::serve(config, local_addr, listeners).await
+    }
+
+    /// Like [`bind`](Self::bind), but serves on sockets that are already bound and
+    /// listening, typically handed over by the previous proxy process from its
+    /// [`listener_fds`](Self::listener_fds): the port never closes, so an upgrade of the
+    /// proxy itself refuses no connection. `config.listen` is not bound; the address
+    /// served ([`local_addr`](Self::local_addr)) is the first listener's.
+    ///
+    /// With `config.workers == 0` exactly one listener is served, on the current runtime.
+    /// With workers, each listener gets its own worker: the count is raised to the number
+    /// of listeners if that is larger, and listeners missing up to `config.workers` are
+    /// bound on the same address with `SO_REUSEPORT` (which only works if the inherited
+    /// ones were bound with it too, as a proxy with workers does). An empty `listeners`, or
+    /// several without workers, is a [`ProxyError::Bind`].
+    pub async fn bind_inherited(
+        config: ProxyConfig,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> Result<Proxy, ProxyError> {
+        let inherited = listeners.len();
+        let (config, local_addr, listeners) = inherit::prepare(config, listeners)?;
+        tracing::info!(%local_addr, inherited, "serving on inherited listeners");
+        Self::serve(config, local_addr, listeners).await
+    }
+
+    /// Starts serving `listeners` (one per worker, or the one served on this runtime).
+    async fn serve(
+        config: ProxyConfig,
+        local_addr: SocketAddr,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> Result<Proxy, ProxyError> {
+        let bind_error = |source| ProxyError::Bind {
+            addr: local_addr,
+            source,
+        };
+        // Taken before the listeners move to their accept loops, so they can be handed over
+        // at any time, even once those loops are stopped.
+        let held = listeners
+            .iter()
+            .map(std::net::TcpListener::try_clone)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(bind_error)?;
         let shared = Arc::new(Shared::new(&config));
         let stop_accepting = shared.graceful.child_token();
-        let started = match bind_listeners(&config) {
-            Err(error) => Err(error),
-            // Serve on this runtime: one listener, one accept loop.
-            Ok((local_addr, listeners)) if config.workers == 0 => {
-                let accept_loops = listeners
-                    .into_iter()
-                    .map(|listener| {
-                        let shared = Arc::clone(&shared);
-                        tokio::spawn(server::accept_loop(
-                            shared,
-                            listener,
-                            stop_accepting.clone(),
-                        ))
-                    })
-                    .collect();
-                Ok((local_addr, accept_loops))
-            }
-            Ok((local_addr, listeners)) => start_workers(listeners, &shared, &stop_accepting)
-                .await
-                .map(|accept_loops| (local_addr, accept_loops)),
+        let started = if config.workers == 0 {
+            server::spawn_accept_loops(listeners, &shared, &stop_accepting).map_err(bind_error)
+        } else {
+            worker::start_all(listeners, &shared, &stop_accepting).await
         };
-        let (local_addr, accept_loops) = match started {
-            Ok(started) => started,
+        let accept_loops = match started {
+            Ok(accept_loops) => accept_loops,
             Err(error) => {
                 // Let whatever did start (worker threads) wind down.
                 shared.hard.cancel();
@@ -152,8 +197,51 @@ impl Proxy {
                 local_addr,
                 stop_accepting,
                 accept_loops: Mutex::new(accept_loops),
+                listeners: Mutex::new(held),
             }),
         })
+    }
+
+    /// Duplicates of every listening socket this proxy serves on (one per worker, in worker
+    /// order), to pass to the process taking over, which serves them with
+    /// [`bind_inherited`](Self::bind_inherited). The duplicates have `FD_CLOEXEC` set like
+    /// every descriptor Rust opens: pass them over a Unix socket, or clear the flag in the
+    /// child before it execs.
+    ///
+    /// Works at any time until [`shutdown`](Self::shutdown), which closes the proxy's own
+    /// descriptors and makes this an error. While any duplicate stays open the port stays
+    /// bound, whatever this proxy does.
+    pub fn listener_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        let held = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if held.is_empty() {
+            return Err(io::Error::other(
+                "the proxy has shut down: its listening sockets are closed",
+            ));
+        }
+        held.iter()
+            .map(|listener| listener.try_clone().map(OwnedFd::from))
+            .collect()
+    }
+
+    /// Stops accepting new connections, for when another process serves the same sockets
+    /// (see [`bind_inherited`](Self::bind_inherited)): connections the kernel queues from
+    /// now on wait for that process to accept them. Unlike [`shutdown`](Self::shutdown) this
+    /// closes nothing: requests in flight and keep-alive connections, idle ones included, go
+    /// on being served here, and the listening sockets stay open (the proxy keeps a
+    /// duplicate of each) so that no queued connection is reset. A connection this proxy was
+    /// accepting at that very instant is still served here.
+    ///
+    /// Idempotent; [`shutdown`](Self::shutdown) still works afterwards and is how this proxy
+    /// finishes what it serves and releases the sockets.
+    pub fn stop_accepting(&self) {
+        if !self.inner.stop_accepting.is_cancelled() {
+            tracing::info!(local_addr = %self.inner.local_addr, "no longer accepting connections");
+        }
+        self.inner.stop_accepting.cancel();
     }
 
     /// The address actually bound (useful when the configured port was 0).
@@ -241,7 +329,8 @@ impl Proxy {
         self.inner.shared.totals.snapshot()
     }
 
-    /// Stops accepting (the listen port is released when this returns or earlier), lets
+    /// Stops accepting (the listen port is released when this returns or earlier, unless
+    /// descriptors from [`listener_fds`](Self::listener_fds) are still open), lets
     /// HTTP connections finish their current request and close, waits up to `grace` for
     /// everything (TCP connections and upgraded connections included), then cuts what is
     /// left. Affects every clone of the handle.
@@ -259,49 +348,14 @@ impl Proxy {
                 tracing::error!(%error, "an accept loop failed");
             }
         }
+        // The last descriptors of ours: the port is released unless a successor holds it.
+        drop(std::mem::take(
+            &mut *self
+                .inner
+                .listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ));
         server::shutdown(&self.inner.shared, grace).await
     }
-}
-
-/// Binds the listening socket, or with workers one socket per worker on the same port.
-fn bind_listeners(config: &ProxyConfig) -> Result<(SocketAddr, Vec<TcpListener>), ProxyError> {
-    let bind_error = |source| ProxyError::Bind {
-        addr: config.listen,
-        source,
-    };
-    let shared_port = config.workers > 0;
-    // The first socket settles the port (the configured one may be 0); the others join it.
-    let first = server::bind_listener(config.listen, shared_port).map_err(bind_error)?;
-    let local_addr = first.local_addr().map_err(bind_error)?;
-    let mut listeners = vec![first];
-    for _ in 1..config.workers {
-        listeners.push(server::bind_listener(local_addr, true).map_err(bind_error)?);
-    }
-    Ok((local_addr, listeners))
-}
-
-/// Starts one dedicated worker thread per listener; returns their accept loops.
-async fn start_workers(
-    listeners: Vec<TcpListener>,
-    shared: &Arc<Shared>,
-    stop: &CancellationToken,
-) -> Result<Vec<JoinHandle<()>>, ProxyError> {
-    let mut starting = Vec::with_capacity(listeners.len());
-    for (index, listener) in listeners.into_iter().enumerate() {
-        let start_error = |source| ProxyError::StartWorker { index, source };
-        // Moves the socket off this runtime's reactor so the worker's can own it.
-        let listener = listener.into_std().map_err(start_error)?;
-        let started = worker::start(index, Arc::clone(shared), listener, stop.clone())
-            .map_err(start_error)?;
-        starting.push(started);
-    }
-    let mut accept_loops = Vec::with_capacity(starting.len());
-    for (index, started) in starting.into_iter().enumerate() {
-        let accept_loop = started.await.map_err(|_| ProxyError::StartWorker {
-            index,
-            source: io::Error::other("the worker stopped before accepting"),
-        })?;
-        accept_loops.push(accept_loop);
-    }
-    Ok(accept_loops)
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,7 +18,7 @@ use crate::http::{self, HttpSettings};
 use crate::stats::{ConnectionGuard, Totals};
 use crate::tcp;
 use crate::upstream::UpstreamSettings;
-use crate::{Mode, ProxyConfig};
+use crate::{Mode, ProxyConfig, ProxyError};
 
 /// Connections the kernel may queue before we accept them: bursts of new connections
 /// (e.g. a load balancer reconnecting) should not be refused. Clamped by somaxconn.
@@ -69,9 +70,34 @@ impl Shared {
     }
 }
 
+/// Binds the listening socket, or with workers one socket per worker on the same port.
+pub(crate) fn bind_listeners(
+    config: &ProxyConfig,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), ProxyError> {
+    let bind_error = |source| ProxyError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let shared_port = config.workers > 0;
+    // The first socket settles the port (the configured one may be 0); the others join it.
+    let first = bind_listener(config.listen, shared_port).map_err(bind_error)?;
+    let local_addr = first.local_addr().map_err(bind_error)?;
+    let mut listeners = vec![first];
+    for _ in 1..config.workers {
+        listeners.push(bind_listener(local_addr, true).map_err(bind_error)?);
+    }
+    Ok((local_addr, listeners))
+}
+
 /// Binds one listening socket; `shared_port` lets several sockets (one per worker) bind the
 /// same address, the kernel spreading connections among them.
-pub(crate) fn bind_listener(addr: SocketAddr, shared_port: bool) -> io::Result<TcpListener> {
+///
+/// Returned as a std socket (non-blocking) because whoever serves it registers it with its
+/// own runtime: the caller's, or a worker's.
+pub(crate) fn bind_listener(
+    addr: SocketAddr,
+    shared_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -83,7 +109,24 @@ pub(crate) fn bind_listener(addr: SocketAddr, shared_port: bool) -> io::Result<T
         socket.set_reuseport(true)?;
     }
     socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
+/// Serves `listeners` on the current runtime, one accept loop each.
+pub(crate) fn spawn_accept_loops(
+    listeners: Vec<std::net::TcpListener>,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    // Registers every socket before spawning, so a failure leaves nothing running.
+    let listeners = listeners
+        .into_iter()
+        .map(TcpListener::from_std)
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(listeners
+        .into_iter()
+        .map(|listener| tokio::spawn(accept_loop(Arc::clone(shared), listener, stop.clone())))
+        .collect())
 }
 
 /// Accepts connections until `stop` is cancelled, each served on its own task.
@@ -125,6 +168,8 @@ pub(crate) async fn accept_loop(
             }
         });
     }
+    // Dropping `listener` closes only this descriptor: the proxy's handle keeps a duplicate,
+    // so the socket, and the connections queued on it, stay for a successor process.
     tracing::debug!("stopped accepting");
 }
 

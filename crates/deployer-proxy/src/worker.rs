@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::ProxyError;
 use crate::server::{self, Shared};
 
 thread_local! {
@@ -60,4 +61,27 @@ pub(crate) fn start(
             tracing::debug!(worker = index, "worker stopped");
         })?;
     Ok(on_started)
+}
+
+/// Starts one worker per listener and waits until each accepts; returns their accept loops.
+pub(crate) async fn start_all(
+    listeners: Vec<std::net::TcpListener>,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, ProxyError> {
+    let mut starting = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let started = start(index, Arc::clone(shared), listener, stop.clone())
+            .map_err(|source| ProxyError::StartWorker { index, source })?;
+        starting.push(started);
+    }
+    let mut accept_loops = Vec::with_capacity(starting.len());
+    for (index, started) in starting.into_iter().enumerate() {
+        let accept_loop = started.await.map_err(|_| ProxyError::StartWorker {
+            index,
+            source: io::Error::other("the worker stopped before accepting"),
+        })?;
+        accept_loops.push(accept_loop);
+    }
+    Ok(accept_loops)
 }

@@ -4,6 +4,7 @@
 
 mod gate;
 mod groups;
+mod handoff;
 mod http_drain;
 mod http_errors;
 mod http_headers;
