@@ -104,6 +104,49 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The proxy process that carries handover services' traffic.
+    Proxy {
+        #[command(subcommand)]
+        command: ProxyCommand,
+    },
+}
+
+/// Proxy subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Run the proxy process (`deployer run` starts one when none serves its socket).
+    Run {
+        #[command(flatten)]
+        paths: ProxyArgs,
+        /// Internal: take the listeners over from the process serving this handoff socket.
+        #[arg(long, hide = true)]
+        takeover: Option<PathBuf>,
+    },
+    /// Print the routes the proxy serves, as JSON.
+    Routes {
+        #[command(flatten)]
+        paths: ProxyArgs,
+    },
+    /// Replace the running proxy process with one of this binary, without refusing a
+    /// connection: the new one takes the listening sockets over, the old one drains and exits.
+    Upgrade {
+        #[command(flatten)]
+        paths: ProxyArgs,
+    },
+}
+
+/// Where the proxy process's socket and state are.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// The control socket (default: from --config, else /var/lib/deployer/proxy.sock).
+    #[arg(long, env = "DEPLOYER_PROXY_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// The routing state file (default: from --config, else /var/lib/deployer/proxy-state.json).
+    #[arg(long, env = "DEPLOYER_PROXY_STATE")]
+    pub state: Option<PathBuf>,
+    /// Read the paths from this config file's `[proxy]` section.
+    #[arg(long, short, env = "DEPLOYER_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// Config subcommands.

@@ -4,13 +4,14 @@ mod cli;
 mod client;
 mod config;
 mod exit;
+mod proxy;
 mod run;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ConfigCommand};
+use cli::{Cli, Command, ConfigCommand, ProxyArgs, ProxyCommand};
 use exit::Exit;
 
 fn main() -> ExitCode {
@@ -72,6 +73,15 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
             );
             Ok(())
         }
+        Command::Proxy { command } => match command {
+            ProxyCommand::Run { paths, takeover } => {
+                let paths = proxy_paths(paths)?;
+                let log = cli.log_format.unwrap_or_default();
+                proxy::serve(&paths, log, takeover.as_deref()).await
+            }
+            ProxyCommand::Routes { paths } => proxy::routes(&proxy_paths(paths)?).await,
+            ProxyCommand::Upgrade { paths } => proxy::upgrade(&proxy_paths(paths)?).await,
+        },
         Command::Status { client } => client::Client::new(&client)?.status().await,
         Command::History {
             service,
@@ -128,4 +138,8 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
                 .await
         }
     }
+}
+
+fn proxy_paths(args: ProxyArgs) -> Result<proxy::ProxyPaths, Exit> {
+    proxy::ProxyPaths::resolve(args.socket, args.state, args.config.as_deref())
 }

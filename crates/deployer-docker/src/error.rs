@@ -36,14 +36,14 @@ pub enum DockerError {
         /// What is wrong with it.
         problem: String,
     },
-    /// A handover service's proxy could not be bound.
-    #[error("proxy of service {service} could not be started")]
-    Proxy {
+    /// A handover service's route could not be set or removed in the data plane.
+    #[error("the proxy of service {service}: {source}")]
+    Plane {
         /// The service.
         service: String,
         /// What went wrong underneath.
         #[source]
-        source: deployer_proxy::ProxyError,
+        source: deployer_plane::PlaneError,
     },
     /// An engine call failed.
     #[error("{operation} of {subject} failed")]

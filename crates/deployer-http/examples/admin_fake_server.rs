@@ -18,7 +18,7 @@ use deployer_core::testing::{FakeImageSource, FakeSwitcher, digest};
 use deployer_core::{ImageRef, ServiceSpec};
 use deployer_http::config::AdminConfig;
 use deployer_http::{
-    AdminPorts, Gate, Metrics, NoProxy, ReloadError, Reloader, TrafficControl, admin_router_with,
+    AdminPorts, Gate, GateError, Metrics, ReloadError, Reloader, TrafficControl, admin_router_with,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -47,8 +47,9 @@ impl Reloader for SameServices {
 /// Every service has a proxy here, and its gate is only logged.
 struct EveryProxy;
 
+#[async_trait::async_trait]
 impl TrafficControl for EveryProxy {
-    fn set_gate(&self, service: &str, gate: Gate) -> Result<(), NoProxy> {
+    async fn set_gate(&self, service: &str, gate: Gate) -> Result<(), GateError> {
         eprintln!("{service}: {gate:?}");
         Ok(())
     }

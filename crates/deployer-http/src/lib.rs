@@ -62,7 +62,7 @@ pub mod serve;
 mod signal;
 
 pub use admin::{
-    AdminPorts, Gate, NoProxy, ReloadError, Reloader, TrafficControl, admin_router,
+    AdminPorts, Gate, GateError, ReloadError, Reloader, TrafficControl, admin_router,
     admin_router_with,
 };
 pub use config::ConfigError;

@@ -278,8 +278,8 @@ pub struct ScrapeSources {
     pub sink: Option<EventSink>,
     /// The driver (deploys in flight, readiness).
     pub driver: Option<DriverHandle>,
-    /// The proxies.
-    pub proxy: Option<Arc<dyn ProxyStats>>,
+    /// The proxies' counters, read just before rendering (see [`ProxyStats`]).
+    pub proxy: Option<Vec<ProxyServiceStats>>,
 }
 
 impl fmt::Debug for ScrapeSources {
@@ -352,7 +352,7 @@ impl Collector for ScrapeSources {
             )?;
         }
         if let Some(proxy) = &self.proxy {
-            proxy::encode(&mut encoder, &proxy.proxy_stats())?;
+            proxy::encode(&mut encoder, proxy)?;
         }
         Ok(())
     }

@@ -78,9 +78,14 @@ pub(crate) fn bind_listeners(
         addr: config.listen,
         source,
     };
-    let shared_port = config.workers > 0;
+    // Every socket allows sharing its port, so that a later change of settings (more workers)
+    // can add sockets beside the ones handed over. Sharing would also let a second process
+    // bind the port unnoticed: an exclusive probe first makes "address in use" an error.
+    if config.listen.port() != 0 {
+        drop(bind_listener(config.listen, false).map_err(bind_error)?);
+    }
     // The first socket settles the port (the configured one may be 0); the others join it.
-    let first = bind_listener(config.listen, shared_port).map_err(bind_error)?;
+    let first = bind_listener(config.listen, true).map_err(bind_error)?;
     let local_addr = first.local_addr().map_err(bind_error)?;
     let mut listeners = vec![first];
     for _ in 1..config.workers {

@@ -22,12 +22,13 @@ use std::path::Path;
 pub use client::ClientConfig;
 pub use error::{ConfigError, ConfigErrors};
 pub use overrides::Overrides;
-pub use raw::LogFormat;
+pub use raw::{LogFormat, ProxyMode};
 #[cfg(test)]
 pub use secret::MapEnv;
 pub use secret::{EnvSource, ProcessEnv};
 pub use settings::*;
 pub use validate::DEFAULT_ADMIN_LISTEN;
+pub use validate::DEFAULT_JOURNAL;
 #[cfg(test)]
 pub use validate::DEFAULT_WEBHOOK_LISTEN;
 

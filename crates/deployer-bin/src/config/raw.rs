@@ -32,6 +32,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub docker: RawDocker,
     #[serde(default)]
+    pub proxy: RawProxyProcess,
+    #[serde(default)]
     pub etcd: Option<RawEtcd>,
     #[serde(default)]
     pub poll: RawPoll,
@@ -110,6 +112,30 @@ pub struct RawAdmin {
     /// Names clients reach the admin API by, besides its listen address.
     #[serde(default)]
     pub hosts: Vec<String>,
+}
+
+/// Where handover services' proxies run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyProcess {
+    /// `process` (default: a standalone proxy process that outlives the daemon) or `embedded`.
+    pub mode: Option<ProxyMode>,
+    /// The proxy process's control socket (default: `proxy.sock` beside the journal).
+    pub socket: Option<PathBuf>,
+    /// The proxy process's routing state file (default: `proxy-state.json` beside the journal).
+    pub state: Option<PathBuf>,
+}
+
+/// Where the proxies run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyMode {
+    /// A process of its own, found on its socket or started by `deployer run`; it keeps
+    /// serving while the daemon restarts.
+    #[default]
+    Process,
+    /// Inside the daemon: traffic stops while the daemon is down.
+    Embedded,
 }
 
 #[derive(Debug, Default, Deserialize)]

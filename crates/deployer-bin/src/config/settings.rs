@@ -27,6 +27,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Docker engine and local state.
     pub docker: DockerSettings,
+    /// Where the proxies run.
+    pub proxy: ProxySettings,
     /// Where targets are shared.
     pub coordinator: CoordinatorSettings,
     /// Periodic re-resolution of tracked tags.
@@ -78,6 +80,17 @@ pub struct AdminSettings {
     pub token: Option<Secret>,
     /// Names accepted in `Host` and `Origin` besides the listen address.
     pub hosts: Vec<String>,
+}
+
+/// Where handover services' proxies run.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// In a process of its own, or in the daemon.
+    pub mode: super::raw::ProxyMode,
+    /// The proxy process's control socket.
+    pub socket: PathBuf,
+    /// The proxy process's routing state.
+    pub state: PathBuf,
 }
 
 /// Docker engine and local state.

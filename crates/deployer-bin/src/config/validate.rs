@@ -188,6 +188,25 @@ impl Validator<'_> {
             Some(u64::from(docker.keep_images)),
             bounds::KEEP_IMAGES,
         );
+        let beside_journal = |name: &str| {
+            docker
+                .journal
+                .parent()
+                .map_or_else(|| PathBuf::from(name), |dir| dir.join(name))
+        };
+        let proxy = ProxySettings {
+            mode: raw.proxy.mode.unwrap_or_default(),
+            socket: raw
+                .proxy
+                .socket
+                .clone()
+                .unwrap_or_else(|| beside_journal("proxy.sock")),
+            state: raw
+                .proxy
+                .state
+                .clone()
+                .unwrap_or_else(|| beside_journal("proxy-state.json")),
+        };
         let coordinator = self.coordinator(raw);
         let poll = PollSettings {
             enabled: raw.poll.enabled.unwrap_or(true),
@@ -217,6 +236,7 @@ impl Validator<'_> {
             webhooks,
             admin,
             docker,
+            proxy,
             coordinator,
             poll,
             notify,

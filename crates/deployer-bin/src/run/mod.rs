@@ -2,10 +2,10 @@
 //! the admin API, and stops gracefully on SIGTERM or SIGINT.
 
 mod adapters;
-mod descriptors;
-mod logging;
+pub(crate) mod descriptors;
+pub(crate) mod logging;
 mod reload;
-mod signals;
+pub(crate) mod signals;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -94,7 +94,18 @@ pub async fn run(
     if let Some(scope) = &settings.docker.scope {
         switcher_config = switcher_config.with_scope(scope.clone());
     }
-    let switcher = Arc::new(DockerSwitcher::new(docker.clone(), switcher_config));
+    let switcher = Arc::new(match settings.proxy.mode {
+        config::ProxyMode::Embedded => DockerSwitcher::new(docker.clone(), switcher_config),
+        config::ProxyMode::Process => {
+            let paths = crate::proxy::ProxyPaths {
+                socket: settings.proxy.socket.clone(),
+                state: settings.proxy.state.clone(),
+            };
+            let log = log.unwrap_or(settings.log_format);
+            let client = crate::proxy::spawn::connect_or_start(&paths, log).await?;
+            DockerSwitcher::with_plane(docker.clone(), switcher_config, Arc::new(client))
+        }
+    });
 
     let services = settings.services.clone();
     let adopted = deployer_docker::discover_adopted(&docker, &services, switcher.scope())

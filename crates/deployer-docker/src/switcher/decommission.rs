@@ -18,14 +18,23 @@ impl DockerSwitcher {
         service: &ServiceSpec,
         grace: Duration,
     ) -> Result<usize, DockerError> {
-        let proxy = self
-            .proxies
+        let routed = self
+            .routed
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(service.name());
-        if let Some(proxy) = proxy {
-            let report = proxy.shutdown(grace).await;
-            tracing::info!(service = %service.name(), cut = report.cut, "proxy of a removed service stopped");
+        if routed {
+            let report = self
+                .plane
+                .remove_route(service.name().as_str(), grace)
+                .await
+                .map_err(|source| DockerError::Plane {
+                    service: service.name().to_string(),
+                    source,
+                })?;
+            if let Some(report) = report {
+                tracing::info!(service = %service.name(), cut = report.cut, "proxy of a removed service stopped");
+            }
         }
         self.backends
             .lock()

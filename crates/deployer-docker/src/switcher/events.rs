@@ -4,7 +4,7 @@
 //! it looks at the service now instead of at its next periodic scan; the same look puts it
 //! back once it serves again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use bollard::query_parameters::EventsOptionsBuilder;
 use deployer_core::ServiceName;
 use deployer_core::ports::EngineEvent;
 use deployer_core::reconcile::InstanceId;
-use deployer_proxy::Proxy;
+use deployer_plane::DataPlane;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -51,7 +51,8 @@ const RESUBSCRIBE: Duration = Duration::from_secs(1);
 pub(crate) struct EventWatcher {
     pub(crate) docker: Docker,
     pub(crate) scope: Option<String>,
-    pub(crate) proxies: Arc<RwLock<BTreeMap<ServiceName, Proxy>>>,
+    pub(crate) plane: Arc<dyn DataPlane>,
+    pub(crate) routed: Arc<RwLock<BTreeSet<ServiceName>>>,
     pub(crate) backends: Arc<Mutex<HashMap<(ServiceName, InstanceId), SocketAddr>>>,
     pub(crate) docker_probed: Arc<RwLock<HashSet<ServiceName>>>,
 }
@@ -93,7 +94,7 @@ impl EventWatcher {
                         let Some(event) = self.event_of(&message) else {
                             continue;
                         };
-                        self.act(&event);
+                        self.act(&event).await;
                         if tx.is_closed() {
                             return;
                         }
@@ -139,7 +140,7 @@ impl EventWatcher {
     /// A container that stopped answering leaves its proxy now; the repair (restart, probe,
     /// promote) follows from the driver. Its recorded address stays, so the repair knows what
     /// to replace.
-    fn act(&self, event: &EngineEvent) {
+    async fn act(&self, event: &EngineEvent) {
         let unhealthy = event.action == UNHEALTHY
             && self
                 .docker_probed
@@ -158,20 +159,34 @@ impl EventWatcher {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&(event.service.clone(), id))
             .copied();
-        let proxies = self.proxies.read().unwrap_or_else(PoisonError::into_inner);
-        if let (Some(addr), Some(proxy)) = (addr, proxies.get(&event.service))
-            && proxy.backends().contains(&addr)
+        let routed = self
+            .routed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&event.service);
+        let Some(addr) = addr.filter(|_| routed) else {
+            return;
+        };
+        match self
+            .plane
+            .remove_backend(event.service.as_str(), addr)
+            .await
         {
-            drop(proxy.remove_backend(addr));
-            tracing::warn!(service = %event.service, instance = %id, backend = %addr, action = %event.action, "container stopped answering: its backend left the proxy");
+            Ok(draining) if draining.is_empty() => {}
+            Ok(_) => {
+                tracing::warn!(service = %event.service, instance = %id, backend = %addr, action = %event.action, "container stopped answering: its backend left the proxy")
+            }
+            Err(error) => {
+                tracing::warn!(service = %event.service, backend = %addr, %error, "taking a dead container out of the proxy failed")
+            }
         }
     }
 
     fn services(&self) -> Vec<ServiceName> {
-        self.proxies
+        self.routed
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .keys()
+            .iter()
             .cloned()
             .collect()
     }

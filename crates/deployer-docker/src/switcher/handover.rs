@@ -11,6 +11,8 @@ use deployer_core::ports::{FailureKind, Promoted, Removed, Retired, Started, Swi
 use deployer_core::reconcile::{Health, InstanceId, InstanceSpec};
 use deployer_core::service::Handover;
 
+use deployer_plane::RouteBackend;
+
 use super::container_config::{self, Publish};
 use super::probe::{check, host_addr};
 use super::{DockerSwitcher, Found, engine, failed, labels};
@@ -19,16 +21,25 @@ use crate::error::{Failure, classify};
 /// Whether each found container takes traffic (its address is a live backend of the
 /// proxy). Backends of no running container of the service are dropped from the proxy:
 /// they are leftovers (a container removed or restarted behind our back).
-pub(super) fn serving(
+pub(super) async fn serving(
     switcher: &DockerSwitcher,
     service: &ServiceSpec,
     handover: &Handover,
     found: &[Found],
-) -> Vec<bool> {
-    let Some(proxy) = switcher.proxy(service.name()) else {
-        return vec![false; found.len()];
-    };
-    let live = proxy.backends();
+) -> Result<Vec<bool>, SwitchError> {
+    if !switcher.is_routed(service.name()) {
+        return Ok(vec![false; found.len()]);
+    }
+    let name = service.name().as_str();
+    let plane = switcher.plane();
+    let live = plane
+        .backends(name)
+        .await
+        .map_err(|e| SwitchError::EngineUnreachable {
+            operation: "observe",
+            service: name.to_owned(),
+            source: Box::new(e),
+        })?;
     let addrs: Vec<Option<SocketAddr>> = found
         .iter()
         .map(|f| {
@@ -46,13 +57,15 @@ pub(super) fn serving(
     for backend in &live {
         if !addrs.contains(&Some(*backend)) {
             tracing::warn!(service = %service.name(), %backend, "dropping a proxy backend no running container has");
-            drop(proxy.remove_backend(*backend));
+            if let Err(error) = plane.remove_backend(name, *backend).await {
+                tracing::warn!(service = %service.name(), %backend, %error, "dropping the backend failed");
+            }
         }
     }
-    addrs
+    Ok(addrs
         .into_iter()
         .map(|a| a.is_some_and(|a| live.contains(&a)))
-        .collect()
+        .collect())
 }
 
 /// The host address of `container_port` in a list entry.
@@ -168,7 +181,7 @@ pub(super) async fn probe(
             .await;
             // Once it takes traffic, clients' requests count as much as the health check.
             Ok(
-                match (health, super::traffic::problem(switcher, service, id)) {
+                match (health, super::traffic::problem(switcher, service, id).await) {
                     (Health::Healthy, Some(problem)) => Health::Unhealthy(problem),
                     (health, _) => health,
                 },
@@ -229,18 +242,28 @@ pub(super) async fn promote(
             format!("container {name} publishes no port"),
         )
     })?;
-    let proxy = switcher
-        .proxy_for(service)
-        .await
-        .map_err(|e| SwitchError::Failed {
+    let plane_failed =
+        |reason: &str, e: Box<dyn std::error::Error + Send + Sync>| SwitchError::Failed {
             operation: "promote",
             service: service.name().to_string(),
             instance: id,
             kind: FailureKind::Transient,
-            reason: "the service's proxy is not bound".to_owned(),
-            source: Some(Box::new(e)),
-        })?
-        .ok_or_else(|| failed("promote", service, id, FailureKind::Transient, "no proxy"))?;
+            reason: reason.to_owned(),
+            source: Some(e),
+        };
+    if !switcher
+        .route_for(service, false)
+        .await
+        .map_err(|e| plane_failed("the service's route is not set", Box::new(e)))?
+    {
+        return Err(failed(
+            "promote",
+            service,
+            id,
+            FailureKind::Transient,
+            "no proxy",
+        ));
+    }
     let previous = switcher.record_backend(service.name(), id, Some(addr));
     // Promoted again (a rollback to it): whatever drain it was under no longer applies.
     drop(switcher.take_drain(service.name(), id));
@@ -252,19 +275,19 @@ pub(super) async fn promote(
     let mut out: Vec<SocketAddr> = peers.iter().map(|(_, a)| *a).collect();
     out.extend(previous.filter(|p| *p != addr));
     // Grouped by generation, so its metrics outlive the ephemeral address.
-    let backend = deployer_proxy::Backend::new(addr).in_group(id.generation.to_string());
-    let (added, drain) = proxy.swap_backends(&out, backend);
-    let outcome = match added {
+    let backend = RouteBackend::new(addr, id.generation.to_string());
+    let swapped = switcher
+        .plane()
+        .swap(service.name().as_str(), &out, &backend)
+        .await
+        .map_err(|e| plane_failed("moving traffic in the proxy failed", Box::new(e)))?;
+    let outcome = match swapped.added {
         deployer_proxy::AddOutcome::Added => Promoted::Switched,
         _ => Promoted::AlreadyServing,
     };
-    if !drain.is_empty() {
-        let drained = drain.backends();
-        // The retire of the replaced instance waits for this drain before it stops it.
-        match peers.iter().find(|(_, a)| drained.contains(a)) {
-            Some((peer, _)) => switcher.keep_drain(service.name(), *peer, drain),
-            None => drop(drain),
-        }
+    // The retire of the replaced instance waits for this drain before it stops it.
+    if let Some((peer, _)) = peers.iter().find(|(_, a)| swapped.draining.contains(a)) {
+        switcher.keep_drain(service.name(), *peer, swapped.draining);
     }
     tracing::info!(service = %service.name(), instance = %id, backend = %addr, "serving");
     Ok(outcome)
@@ -285,19 +308,37 @@ pub(super) async fn retire(
     let published = container
         .as_ref()
         .and_then(|c| host_addr(c, Some(handover.container_port()), switcher.config.host_ip));
-    let mut cut = 0;
     // Taken out of rotation when its successor was promoted: wait for what it still serves.
-    if let Some(drain) = switcher.take_drain(service.name(), id) {
-        cut += drain.wait(service.timeouts().drain).await.cut;
-    }
-    if let Some(proxy) = switcher.proxy(service.name()) {
+    let mut draining = switcher.take_drain(service.name(), id).unwrap_or_default();
+    let name_str = service.name().as_str();
+    let plane = switcher.plane();
+    let plane_err = |e: deployer_plane::PlaneError| SwitchError::Failed {
+        operation: "retire",
+        service: name_str.to_owned(),
+        instance: id,
+        kind: FailureKind::Transient,
+        reason: "draining it in the proxy failed".to_owned(),
+        source: Some(Box::new(e)),
+    };
+    if switcher.is_routed(service.name()) {
         for addr in [recorded, published].into_iter().flatten() {
-            let drain = proxy.remove_backend(addr);
-            if !drain.is_empty() {
-                cut += drain.wait(service.timeouts().drain).await.cut;
-            }
+            draining.extend(
+                plane
+                    .remove_backend(name_str, addr)
+                    .await
+                    .map_err(plane_err)?,
+            );
         }
     }
+    let cut = if draining.is_empty() {
+        0
+    } else {
+        plane
+            .drain(name_str, &draining, service.timeouts().drain)
+            .await
+            .map_err(plane_err)?
+            .cut
+    };
     let running = container
         .as_ref()
         .and_then(|c| c.state.as_ref())
@@ -326,11 +367,14 @@ pub(super) async fn remove(
     let name = switcher.handover_name(service, id);
     // Never leave a backend pointing at a deleted container; its drain is not awaited, as
     // the engine only removes what no longer takes traffic.
-    if let (Some(addr), Some(proxy)) = (
-        switcher.record_backend(service.name(), id, None),
-        switcher.proxy(service.name()),
-    ) {
-        drop(proxy.remove_backend(addr));
+    if let Some(addr) = switcher.record_backend(service.name(), id, None)
+        && switcher.is_routed(service.name())
+        && let Err(error) = switcher
+            .plane()
+            .remove_backend(service.name().as_str(), addr)
+            .await
+    {
+        tracing::warn!(service = %service.name(), instance = %id, %error, "taking a removed container out of the proxy failed");
     }
     drop(switcher.take_drain(service.name(), id));
     let removed = switcher

@@ -19,7 +19,7 @@ mod recreate;
 mod stop;
 mod traffic;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -39,7 +39,8 @@ use deployer_core::reconcile::{
 };
 use deployer_core::service::{Probe, ProxyProtocol, Strategy};
 use deployer_core::{Digest, ImageRef, ServiceName, ServiceSpec};
-use deployer_proxy::{GroupStats, Proxy, ProxyConfig, ProxyTotals};
+use deployer_plane::{DataPlane, Fleet, PlaneError, Route};
+use deployer_proxy::{GroupStats, Mode, ProxyTotals};
 use futures_util::StreamExt;
 
 use crate::error::{DockerError, is_not_found, step_failed, switch_error};
@@ -92,23 +93,28 @@ impl SwitcherConfig {
     }
 }
 
-/// Runs services' containers on a Docker engine and owns the handover services' proxies.
+/// Runs services' containers on a Docker engine and moves handover services' traffic through
+/// a data plane.
 ///
-/// The proxies run in this process: while the daemon is down no traffic reaches handover
-/// services (their containers keep running, and recovery re-attaches them at start).
+/// The data plane is either in this process ([`Self::new`]: while the process is down no
+/// traffic reaches handover services) or a standalone proxy process driven over its control
+/// socket ([`Self::with_plane`]), which keeps serving while the daemon restarts.
 pub struct DockerSwitcher {
     docker: Docker,
     config: SwitcherConfig,
-    /// One proxy per handover service, bound up front by [`Self::bind_proxies`].
-    proxies: Arc<RwLock<BTreeMap<ServiceName, Proxy>>>,
-    /// Serialises lazy binding, so two steps never bind one listen address twice.
+    plane: Arc<dyn DataPlane>,
+    /// The in-process fleet when this switcher owns its proxies (closed by [`Self::shutdown`]).
+    own_fleet: Option<Arc<Fleet>>,
+    /// Handover services whose route this switcher has set, by [`Self::bind_proxies`] or lazily.
+    routed: Arc<RwLock<BTreeSet<ServiceName>>>,
+    /// Serialises lazy route setting, so two steps never set one route twice.
     bind_lock: tokio::sync::Mutex<()>,
     /// The backend address each promoted instance was added to its proxy with (a restarted
     /// container gets a new ephemeral port, so the address cannot be re-read later).
     backends: Arc<Mutex<HashMap<(ServiceName, InstanceId), SocketAddr>>>,
     /// Instances whose traffic a newer instance of their slot took over at its promote: the
-    /// drain of what they still served, waited for when they are retired.
-    drains: Mutex<HashMap<(ServiceName, InstanceId), deployer_proxy::Drain>>,
+    /// backends still draining, waited for when they are retired.
+    drains: Mutex<HashMap<(ServiceName, InstanceId), Vec<SocketAddr>>>,
     /// Handover services whose health is the image's own `HEALTHCHECK`: for them, the
     /// engine's "unhealthy" means out of the proxy.
     docker_probed: Arc<RwLock<std::collections::HashSet<ServiceName>>>,
@@ -116,10 +122,15 @@ pub struct DockerSwitcher {
 
 impl std::fmt::Debug for DockerSwitcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let proxies: Vec<String> = self.proxy_map().keys().map(ToString::to_string).collect();
+        let routed: Vec<String> = self
+            .routed_services()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         f.debug_struct("DockerSwitcher")
             .field("config", &self.config)
-            .field("proxies", &proxies)
+            .field("plane", &self.plane)
+            .field("routed", &routed)
             .finish_non_exhaustive()
     }
 }
@@ -164,12 +175,24 @@ impl Found {
 }
 
 impl DockerSwitcher {
-    /// A switcher on `docker` (see [`crate::connect`]).
+    /// A switcher on `docker` (see [`crate::connect`]) serving its proxies in this process.
     pub fn new(docker: Docker, config: SwitcherConfig) -> Self {
+        let fleet = Arc::new(Fleet::new());
+        let mut switcher = Self::with_plane(docker, config, fleet.clone());
+        switcher.own_fleet = Some(fleet);
+        switcher
+    }
+
+    /// A switcher on `docker` moving traffic through `plane` (e.g. a
+    /// [`deployer_plane::ControlClient`] of a standalone proxy process), which it does not own:
+    /// [`Self::shutdown`] leaves it serving.
+    pub fn with_plane(docker: Docker, config: SwitcherConfig, plane: Arc<dyn DataPlane>) -> Self {
         Self {
             docker,
             config,
-            proxies: Arc::default(),
+            plane,
+            own_fleet: None,
+            routed: Arc::default(),
             bind_lock: tokio::sync::Mutex::new(()),
             backends: Arc::default(),
             drains: Mutex::default(),
@@ -202,87 +225,117 @@ impl DockerSwitcher {
         labels::for_instance(service, instance, base_name, self.scope())
     }
 
-    fn proxy_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ServiceName, Proxy>> {
-        self.proxies.read().unwrap_or_else(PoisonError::into_inner)
+    /// The data plane the handover services' traffic goes through.
+    pub fn plane(&self) -> &Arc<dyn DataPlane> {
+        &self.plane
     }
 
-    /// Binds the proxy of every handover service among `services` at its listen address
-    /// (HTTP or TCP as configured), so a bad or taken address fails at startup. Services
-    /// already bound are skipped. Call before running the driver.
+    fn routed_services(&self) -> BTreeSet<ServiceName> {
+        self.routed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn is_routed(&self, service: &ServiceName) -> bool {
+        self.routed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(service)
+    }
+
+    /// Sets the route of every handover service among `services` (HTTP or TCP at its listen
+    /// address), so a bad or taken address fails at startup. A route the data plane already
+    /// serves with the same settings is left as it is: its backends keep their traffic.
+    /// Call before running the driver.
     pub async fn bind_proxies(&self, services: &[ServiceSpec]) -> Result<(), DockerError> {
         for service in services {
-            self.proxy_for(service).await?;
+            self.route_for(service, true).await?;
         }
         Ok(())
     }
 
-    /// The proxy of a handover service, bound now if [`Self::bind_proxies`] did not.
-    async fn proxy_for(&self, service: &ServiceSpec) -> Result<Option<Proxy>, DockerError> {
+    /// Makes sure a handover service's route is set (once per switcher unless `again`);
+    /// false for other strategies.
+    async fn route_for(&self, service: &ServiceSpec, again: bool) -> Result<bool, DockerError> {
         let Some(handover) = service.strategy().handover() else {
-            return Ok(None);
+            return Ok(false);
         };
-        if let Some(proxy) = self.proxy(service.name()) {
-            return Ok(Some(proxy));
+        if !again && self.is_routed(service.name()) {
+            return Ok(true);
         }
         let _binding = self.bind_lock.lock().await;
-        if let Some(proxy) = self.proxy(service.name()) {
-            return Ok(Some(proxy));
+        if !again && self.is_routed(service.name()) {
+            return Ok(true);
         }
-        let mut config = match handover.protocol() {
-            ProxyProtocol::Http => ProxyConfig::http(handover.listen())
-                .with_response_timeout(self.config.proxy_response_timeout),
-            ProxyProtocol::Tcp => ProxyConfig::tcp(handover.listen()),
-        }
-        .with_connect_timeout(self.config.proxy_connect_timeout);
-        config.workers = handover.workers() as usize;
-        let proxy = Proxy::bind(config)
+        let route = Route {
+            listen: handover.listen(),
+            mode: match handover.protocol() {
+                ProxyProtocol::Http => Mode::Http,
+                ProxyProtocol::Tcp => Mode::Tcp,
+            },
+            workers: handover.workers() as usize,
+            connect_timeout_ms: millis(self.config.proxy_connect_timeout),
+            response_timeout_ms: millis(self.config.proxy_response_timeout),
+        };
+        let set = self
+            .plane
+            .set_route(service.name().as_str(), &route)
             .await
-            .map_err(|source| DockerError::Proxy {
+            .map_err(|source| DockerError::Plane {
                 service: service.name().to_string(),
                 source,
             })?;
-        tracing::info!(service = %service.name(), listen = %proxy.local_addr(), "proxy bound");
+        tracing::info!(service = %service.name(), listen = %set.bound, change = ?set.change, "route set");
         if service.health().probe() == &Probe::Docker {
             self.docker_probed
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(service.name().clone());
         }
-        self.proxies
+        self.routed
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(service.name().clone(), proxy.clone());
-        Ok(Some(proxy))
+            .insert(service.name().clone());
+        Ok(true)
     }
 
-    /// The proxy of `service`, if it has one bound.
-    pub fn proxy(&self, service: &ServiceName) -> Option<Proxy> {
-        self.proxy_map().get(service).cloned()
+    /// The live backends of `service`'s route (none without one).
+    pub async fn backends(&self, service: &ServiceName) -> Result<Vec<SocketAddr>, PlaneError> {
+        self.plane.backends(service.as_str()).await
     }
 
-    /// Every proxy's counters, for metrics.
-    pub fn proxy_stats(&self) -> Vec<ServiceProxyStats> {
-        self.proxy_map()
-            .iter()
-            .map(|(service, proxy)| ServiceProxyStats {
-                service: service.clone(),
-                totals: proxy.totals(),
-                generations: proxy.group_stats(),
+    /// The counters of every route this switcher set, for metrics; none while the data plane
+    /// cannot be reached (logged).
+    pub async fn proxy_stats(&self) -> Vec<ServiceProxyStats> {
+        let stats = match self.plane.stats().await {
+            Ok(stats) => stats,
+            Err(error) => {
+                tracing::warn!(%error, "reading the proxies' counters failed");
+                return Vec::new();
+            }
+        };
+        let routed = self.routed_services();
+        stats
+            .into_iter()
+            .filter_map(|s| {
+                let service: ServiceName = s.service.parse().ok()?;
+                routed.contains(&service).then_some(ServiceProxyStats {
+                    service,
+                    totals: s.totals,
+                    generations: s.groups,
+                })
             })
             .collect()
     }
 
-    /// Stops every proxy, letting open requests finish within `grace`. Call after the
-    /// driver has finished: the containers keep running, and the next start re-attaches
-    /// them after probing.
+    /// Closes the proxies this switcher owns (in-process mode), letting open requests finish
+    /// within `grace`; a standalone proxy process keeps serving. Call after the driver has
+    /// finished: the containers keep running, and the next start re-attaches them.
     pub async fn shutdown(&self, grace: Duration) {
-        let proxies: Vec<(ServiceName, Proxy)> =
-            std::mem::take(&mut *self.proxies.write().unwrap_or_else(PoisonError::into_inner))
-                .into_iter()
-                .collect();
-        for (service, proxy) in proxies {
-            let report = proxy.shutdown(grace).await;
-            tracing::info!(service = %service, cut = report.cut, "proxy stopped");
+        match &self.own_fleet {
+            Some(fleet) => fleet.shutdown(grace).await,
+            None => tracing::info!("the proxy process keeps serving"),
         }
     }
 
@@ -312,14 +365,14 @@ impl DockerSwitcher {
             .collect()
     }
 
-    fn keep_drain(&self, service: &ServiceName, id: InstanceId, drain: deployer_proxy::Drain) {
+    fn keep_drain(&self, service: &ServiceName, id: InstanceId, drain: Vec<SocketAddr>) {
         self.drains
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert((service.clone(), id), drain);
     }
 
-    fn take_drain(&self, service: &ServiceName, id: InstanceId) -> Option<deployer_proxy::Drain> {
+    fn take_drain(&self, service: &ServiceName, id: InstanceId) -> Option<Vec<SocketAddr>> {
         self.drains
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -698,6 +751,10 @@ pub(crate) fn is_removal_in_progress(error: &bollard::errors::Error) -> bool {
     }
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The engine's container state, without folding paused, restarting, removing or dead into
 /// "exited".
 pub(crate) fn run_state(state: Option<ContainerSummaryStateEnum>) -> RunState {
@@ -729,7 +786,8 @@ impl Switcher for DockerSwitcher {
         let watcher = events::EventWatcher {
             docker: self.docker.clone(),
             scope: self.config.scope.clone(),
-            proxies: self.proxies.clone(),
+            plane: self.plane.clone(),
+            routed: self.routed.clone(),
             backends: self.backends.clone(),
             docker_probed: self.docker_probed.clone(),
         };
@@ -746,7 +804,7 @@ impl Switcher for DockerSwitcher {
                 source: Box::new(e),
             })?;
         let serving: Vec<bool> = match service.strategy() {
-            Strategy::Handover(h) => handover::serving(self, service, h, &found),
+            Strategy::Handover(h) => handover::serving(self, service, h, &found).await?,
             _ => found.iter().map(|f| f.running).collect(),
         };
         let instances = found

@@ -13,15 +13,18 @@ pub(crate) const MIN_REQUESTS: u64 = 20;
 
 /// Why the proxy's counters fail `id`, if they do: more than the service's share of its
 /// requests since it was added to the proxy failed (gateway errors and 5xx answers alike).
-pub(crate) fn problem(
+pub(crate) async fn problem(
     switcher: &DockerSwitcher,
     service: &ServiceSpec,
     id: InstanceId,
 ) -> Option<String> {
     let addr = switcher.recorded_backend(service.name(), id)?;
-    let proxy = switcher.proxy(service.name())?;
-    let stats = proxy
-        .stats()
+    let all = switcher.plane().stats().await.ok()?;
+    let route = all
+        .into_iter()
+        .find(|s| s.service == service.name().as_str())?;
+    let stats = route
+        .backends
         .into_iter()
         .find(|s| s.addr == addr && s.state == BackendState::Live)?;
     let failed = stats.errors.saturating_add(stats.server_errors);

@@ -52,11 +52,14 @@ async fn twenty_deploys_without_a_failed_request() -> anyhow::Result<()> {
         let left = containers_of(&docker, &service).await?;
         assert_eq!(left.len(), 1, "{left:?}");
         assert!(left[0].1, "{left:?}");
-        let proxy = harness.switcher.proxy(&service.parse()?).unwrap();
-        assert_eq!(proxy.backends().len(), 1);
+        let name: deployer_core::ServiceName = service.parse()?;
+        let switcher = harness.switcher.clone();
+        let live_backends =
+            || async { switcher.backends(&name).await.map(|b| b.len()).unwrap_or(0) };
+        assert_eq!(live_backends().await, 1);
         // Metrics by generation: every generation that served keeps its counts after its
         // backend is gone, and only the last one is live.
-        let stats = harness.switcher.proxy_stats();
+        let stats = harness.switcher.proxy_stats().await;
         let web = stats
             .iter()
             .find(|s| s.service.to_string() == service)

@@ -113,8 +113,10 @@ async fn break_a_live_container(
         harness.report(rev, Duration::from_secs(30)).await?.outcome,
         Outcome::Succeeded
     );
-    let proxy = harness.switcher.proxy(&service.parse()?).unwrap();
-    assert_eq!(proxy.backends().len(), replicas as usize);
+    let name: deployer_core::ServiceName = service.parse()?;
+    let switcher = harness.switcher.clone();
+    let live_backends = || async { switcher.backends(&name).await.map(|b| b.len()).unwrap_or(0) };
+    assert_eq!(live_backends().await, replicas as usize);
     let (live, _) = containers_of(&docker, &service).await?.remove(0);
     let clients = ClientLoop::start(listen, 1, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -144,12 +146,12 @@ async fn break_a_live_container(
     eventually(
         Duration::from_secs(5),
         "the backend to leave the proxy",
-        || async { (proxy.backends().len() < replicas as usize).then_some(()) },
+        || async { (live_backends().await < replicas as usize).then_some(()) },
     )
     .await?;
     let left = killed.elapsed();
     eventually(Duration::from_secs(30), "the repair", || async {
-        let serving = proxy.backends().len() == replicas as usize;
+        let serving = live_backends().await == replicas as usize;
         (serving && fetch_body(listen).await.ok().as_deref() == Some("v1\n")).then_some(())
     })
     .await?;
@@ -297,14 +299,17 @@ async fn an_unhealthy_live_container_leaves_the_proxy_and_comes_back_when_health
                 harness.report(rev, Duration::from_secs(40)).await?.outcome,
                 Outcome::Succeeded
             );
-            let proxy = harness.switcher.proxy(&service.parse()?).unwrap();
+            let name: deployer_core::ServiceName = service.parse()?;
+            let switcher = harness.switcher.clone();
+            let live_backends =
+                || async { switcher.backends(&name).await.map(|b| b.len()).unwrap_or(0) };
             let (live, _) = containers_of(&docker, &service).await?.remove(0);
 
             exec(&docker, &live, "rm /www/health").await?;
             eventually(
                 Duration::from_secs(15),
                 "the unhealthy backend to leave the proxy",
-                || async { proxy.backends().is_empty().then_some(()) },
+                || async { (live_backends().await == 0).then_some(()) },
             )
             .await?;
             exec(&docker, &live, "echo ok > /www/health").await?;
@@ -312,7 +317,7 @@ async fn an_unhealthy_live_container_leaves_the_proxy_and_comes_back_when_health
                 Duration::from_secs(30),
                 "the healthy backend to come back",
                 || async {
-                    let back = !proxy.backends().is_empty();
+                    let back = live_backends().await > 0;
                     (back && fetch_body(listen).await.ok().as_deref() == Some("v1\n")).then_some(())
                 },
             )

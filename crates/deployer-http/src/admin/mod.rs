@@ -43,7 +43,7 @@ use deployer_core::driver::DriverHandle;
 pub(crate) use guard::parse_authority;
 pub use openapi::openapi_document;
 pub use reload::{ReloadError, Reloader};
-pub use traffic::{DEFAULT_HOLD, Gate, MAX_HOLD, MAX_MESSAGE, NoProxy, TrafficControl};
+pub use traffic::{DEFAULT_HOLD, Gate, GateError, MAX_HOLD, MAX_MESSAGE, TrafficControl};
 
 use crate::api_error::ApiError;
 use crate::config::{AdminConfig, ConfigError};

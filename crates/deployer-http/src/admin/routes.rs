@@ -113,7 +113,10 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     let sources = ScrapeSources {
         sink: None,
         driver: Some(admin.handle.clone()),
-        proxy: admin.proxy.clone(),
+        proxy: match &admin.proxy {
+            Some(proxy) => Some(proxy.proxy_stats().await),
+            None => None,
+        },
     };
     let text = admin.metrics.render(sources);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()

@@ -41,15 +41,24 @@ pub enum Gate {
 }
 
 /// Sets the gate of a service's proxy.
+#[async_trait::async_trait]
 pub trait TrafficControl: Send + Sync {
-    /// `Err` when the service has no proxy of deployer's (not a handover service).
-    fn set_gate(&self, service: &str, gate: Gate) -> Result<(), NoProxy>;
+    /// Fails when the service has no proxy of deployer's (not a handover service), or the
+    /// proxy could not be reached.
+    async fn set_gate(&self, service: &str, gate: Gate) -> Result<(), GateError>;
 }
 
-/// The service is not behind one of deployer's proxies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the service has no proxy of deployer's: only handover services can be paused")]
-pub struct NoProxy;
+/// Why a gate was not set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GateError {
+    /// The service is not behind one of deployer's proxies.
+    #[error("the service has no proxy of deployer's: only handover services can be paused")]
+    NoProxy,
+    /// The proxy process could not be reached.
+    #[error("the proxy could not be reached: {0}")]
+    Unavailable(String),
+}
 
 pub(super) async fn pause(
     State(admin): State<Arc<Admin>>,
@@ -69,7 +78,7 @@ pub(super) async fn pause(
             }
         },
     };
-    set(&admin, &name, Gate::Paused { hold })
+    set(&admin, &name, Gate::Paused { hold }).await
 }
 
 pub(super) async fn maintenance(
@@ -87,7 +96,7 @@ pub(super) async fn maintenance(
             ));
         }
     };
-    set(&admin, &name, Gate::Maintenance { message })
+    set(&admin, &name, Gate::Maintenance { message }).await
 }
 
 pub(super) async fn resume(
@@ -96,10 +105,10 @@ pub(super) async fn resume(
     request: Request,
 ) -> Result<Response, ApiError> {
     empty_body(&admin, request, "a resume takes none").await?;
-    set(&admin, &name, Gate::Open)
+    set(&admin, &name, Gate::Open).await
 }
 
-fn set(admin: &Admin, name: &str, gate: Gate) -> Result<Response, ApiError> {
+async fn set(admin: &Admin, name: &str, gate: Gate) -> Result<Response, ApiError> {
     if admin.handle.service(name).is_none() {
         return Err(unknown_service(name));
     }
@@ -114,8 +123,11 @@ fn set(admin: &Admin, name: &str, gate: Gate) -> Result<Response, ApiError> {
         Gate::Paused { .. } => "paused",
         Gate::Maintenance { .. } => "maintenance",
     };
-    traffic.set_gate(name, gate).map_err(|e| {
-        ApiError::new(StatusCode::CONFLICT, e.to_string()).with_code(codes::NO_PROXY)
+    traffic.set_gate(name, gate).await.map_err(|e| match e {
+        GateError::NoProxy => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string()).with_code(codes::NO_PROXY)
+        }
+        _ => ApiError::unavailable(e.to_string(), None).with_code(codes::TRAFFIC_UNAVAILABLE),
     })?;
     tracing::info!(service = name, gate = label, "proxy gate set");
     Ok((

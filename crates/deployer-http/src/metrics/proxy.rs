@@ -63,9 +63,10 @@ pub struct ProxyGenerationStats {
 
 /// Where proxy counters come from. The binary implements it over its proxies, so this crate
 /// does not depend on `deployer-proxy`.
+#[async_trait::async_trait]
 pub trait ProxyStats: Send + Sync {
     /// Every proxy, now.
-    fn proxy_stats(&self) -> Vec<ProxyServiceStats>;
+    async fn proxy_stats(&self) -> Vec<ProxyServiceStats>;
 }
 
 type GenerationLabels<'a> = [(&'static str, &'a str); 2];

@@ -40,8 +40,9 @@ struct Admin {
 #[derive(Debug)]
 struct TwoGenerations;
 
+#[async_trait::async_trait]
 impl ProxyStats for TwoGenerations {
-    fn proxy_stats(&self) -> Vec<ProxyServiceStats> {
+    async fn proxy_stats(&self) -> Vec<ProxyServiceStats> {
         let g1 = ProxyGenerationStats {
             generation: "g1".into(),
             requests: vec![("2xx", 20), ("5xx", 1), ("gateway_error", 1)],

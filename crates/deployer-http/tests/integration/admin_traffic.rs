@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use deployer_http::config::AdminConfig;
 use deployer_http::{
-    AdminPorts, Gate, Metrics, NoProxy, TrafficControl, admin_router, admin_router_with,
+    AdminPorts, Gate, GateError, Metrics, TrafficControl, admin_router, admin_router_with,
 };
 
 use crate::common::*;
@@ -20,10 +20,11 @@ const LISTEN: &str = "127.0.0.1:4501";
 #[derive(Default)]
 struct Recorder(Mutex<Vec<(String, Gate)>>);
 
+#[async_trait::async_trait]
 impl TrafficControl for Recorder {
-    fn set_gate(&self, service: &str, gate: Gate) -> Result<(), NoProxy> {
+    async fn set_gate(&self, service: &str, gate: Gate) -> Result<(), GateError> {
         if service == "worker" {
-            return Err(NoProxy);
+            return Err(GateError::NoProxy);
         }
         self.0.lock().unwrap().push((service.to_owned(), gate));
         Ok(())

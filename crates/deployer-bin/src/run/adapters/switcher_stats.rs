@@ -9,9 +9,10 @@ use deployer_proxy::{GroupStats, LatencyHistogram, ResponseClass};
 /// The switcher's proxies, as the metrics endpoint reads them.
 pub struct SwitcherStats(pub Arc<deployer_docker::DockerSwitcher>);
 
+#[async_trait::async_trait]
 impl deployer_http::ProxyStats for SwitcherStats {
-    fn proxy_stats(&self) -> Vec<ProxyServiceStats> {
-        self.0.proxy_stats().iter().map(service).collect()
+    async fn proxy_stats(&self) -> Vec<ProxyServiceStats> {
+        self.0.proxy_stats().await.iter().map(service).collect()
     }
 }
 
