@@ -22,6 +22,13 @@ cargo build --release --locked -p deployer-bin
 deployer="$root/target/release/deployer"
 
 work=/tmp/deployer-demo
+# The proxy runs as a process of its own that outlives the daemon: stop the demo's, also one a
+# previous run left behind.
+stop_proxy() {
+  if [ -f "$work/proxy.sock.lock" ]; then kill -TERM "$(cat "$work/proxy.sock.lock")" 2>/dev/null; fi
+  return 0
+}
+stop_proxy
 rm -rf "$work"; mkdir -p "$work"
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 pids=()
@@ -29,6 +36,7 @@ cleanup() {
   set +e
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  stop_proxy
   docker ps -aq --filter label=deployer.demo | xargs -r docker rm -f -v >/dev/null 2>&1
   docker images -q --filter label=deployer.demo | sort -u | xargs -r docker rmi -f >/dev/null 2>&1
   docker images --format '{{.Repository}}:{{.Tag}}' | grep '^127.0.0.1:15000/demo/app' | xargs -r docker rmi -f >/dev/null 2>&1

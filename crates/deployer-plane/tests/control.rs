@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use deployer_plane::{
-    ControlClient, ControlServer, DataPlane, Fleet, Gate, Loaded, Route, RouteBackend,
-    RouteChange, StateFile,
+    ControlClient, ControlServer, DataPlane, Fleet, Gate, Loaded, Route, RouteBackend, RouteChange,
+    StateFile,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -109,11 +109,21 @@ async fn routes_switch_drain_and_survive_a_restart() -> Result<()> {
     assert_eq!(groups, ["g1", "g2"]);
 
     client
-        .set_gate("web", &Gate::Maintenance { message: "soon".into() })
+        .set_gate(
+            "web",
+            &Gate::Maintenance {
+                message: "soon".into(),
+            },
+        )
         .await?;
     let routes = client.routes().await?;
     assert_eq!(routes[0].backends, vec![RouteBackend::new(v2, "g2")]);
-    assert_eq!(routes[0].gate, Gate::Maintenance { message: "soon".into() });
+    assert_eq!(
+        routes[0].gate,
+        Gate::Maintenance {
+            message: "soon".into()
+        }
+    );
     client.set_gate("web", &Gate::Open).await?;
 
     // A restarted proxy serves what the old one served, before anyone tells it anything.
@@ -136,7 +146,9 @@ async fn changed_settings_keep_the_listener_and_the_backends() -> Result<()> {
     let listen = free_addr()?;
     let plane = &served.client;
     plane.set_route("web", &Route::http(listen)).await?;
-    plane.add_backend("web", &RouteBackend::new(v1, "g1")).await?;
+    plane
+        .add_backend("web", &RouteBackend::new(v1, "g1"))
+        .await?;
     let mut changed = Route::http(listen);
     changed.workers = 2;
     changed.response_timeout_ms = 5_000;

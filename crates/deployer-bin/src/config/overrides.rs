@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{CoordinatorKind, RawConfig, RawEtcd, RawSlack};
+use super::raw::{CoordinatorKind, ProxyMode, RawConfig, RawEtcd, RawSlack};
 use super::secret::SecretRef;
 
 /// Values from flags or `DEPLOYER_*` environment variables; each wins over the file.
@@ -59,6 +59,10 @@ pub struct Overrides {
     /// Linearizable etcd reads.
     #[arg(long, env = "DEPLOYER_STRONG_CONSISTENCY")]
     pub strong_consistency: Option<bool>,
+    /// Where handover services' proxies run: `process` (a process of its own that outlives
+    /// the daemon) or `embedded`.
+    #[arg(long, env = "DEPLOYER_PROXY_MODE", value_enum)]
+    pub proxy_mode: Option<ProxyMode>,
 }
 
 impl Overrides {
@@ -97,6 +101,10 @@ impl Overrides {
         if let Some(v) = self.kill_timeout {
             raw.defaults.stop = Some(v);
             mark("defaults.stop", "--kill-timeout");
+        }
+        if let Some(v) = self.proxy_mode {
+            raw.proxy.mode = Some(v);
+            mark("proxy.mode", "--proxy-mode");
         }
         if let Some(v) = self.repull_period {
             raw.poll.interval = Some(v);

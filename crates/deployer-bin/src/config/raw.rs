@@ -127,7 +127,7 @@ pub struct RawProxyProcess {
 }
 
 /// Where the proxies run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ProxyMode {
     /// A process of its own, found on its socket or started by `deployer run`; it keeps

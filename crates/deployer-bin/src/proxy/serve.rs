@@ -19,6 +19,9 @@ use crate::run::{descriptors, logging, signals};
 /// How long what the proxies serve may take to finish when the process stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// How long the old process keeps its accepted connections before closing the idle ones.
+const HANDOVER_SETTLE: Duration = Duration::from_secs(1);
+
 /// How long a process taking over waits for the old one to release the socket's lock.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
@@ -103,6 +106,9 @@ pub async fn serve(
             // is to finish what this process still serves.
             stop_control.cancel();
             let _ = control.await;
+            // A connection accepted just before the handover may not have sent its request
+            // yet, and a graceful shutdown closes such connections: give them a moment.
+            tokio::time::sleep(HANDOVER_SETTLE).await;
             fleet.shutdown(upgrade::OLD_GRACE).await;
             tracing::info!("handed over to the new proxy process; exiting");
         }

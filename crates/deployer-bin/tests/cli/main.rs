@@ -9,6 +9,8 @@
 //! - `flood`: idle and stalled-body floods on the webhook port of a daemon limited to 1,024
 //!   open files: the proxy keeps serving, memory stays bounded.
 //! - `reload`: `deployer reload` adds a service, refuses an invalid file, removes a service.
+//! - `proxy_process`: the proxy as a process of its own survives a killed daemon and upgrades
+//!   itself without a failed request.
 //! - `registry_truth`: a tag moved back converges by notification, SIGHUP and poll; a replay
 //!   changes nothing; history, rollback points and halts survive SIGKILL.
 
@@ -18,6 +20,7 @@ mod config_check;
 mod end_to_end;
 mod flood;
 mod offline;
+mod proxy_process;
 mod registry_truth;
 mod reload;
 mod scripts;

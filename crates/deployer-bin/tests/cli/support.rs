@@ -49,6 +49,9 @@ pub fn command(args: &[&str]) -> std::process::Command {
             command.env_remove(name);
         }
     }
+    // A daemon's proxy process would outlive the test: only the tests of that mode ask for
+    // it (and stop it themselves).
+    command.env("DEPLOYER_PROXY_MODE", "embedded");
     command
 }
 
@@ -157,6 +160,7 @@ impl Daemon {
                 command.env_remove(name);
             }
         }
+        command.env("DEPLOYER_PROXY_MODE", "embedded");
         Self::start_command(command, config, env, log)
     }
 

@@ -139,6 +139,8 @@ retries = 20
             .env(HOOK_TOKEN_ENV, HOOK_TOKEN)
             .env("RUST_LOG", "info")
             .env_remove("DEPLOYER_LOG_FORMAT")
+            // The fleet tests kill agents and want their traffic gone with them.
+            .env("DEPLOYER_PROXY_MODE", "embedded")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

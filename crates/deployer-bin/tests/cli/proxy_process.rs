@@ -1,0 +1,233 @@
+//! The proxy as a process of its own, against a real daemon, engine and registry: under a
+//! client loop, the daemon is SIGKILLed and started again, then the proxy itself is upgraded
+//! to a new process, then the daemon stops: not one request fails, and the proxy keeps
+//! serving after the daemon is gone. A second proxy cannot take over the socket.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deployer_testkit::images;
+use deployer_testkit::net::free_port;
+use deployer_testkit::{Registry, RegistryOptions, Sweep};
+
+use crate::common::service_section;
+use crate::support::{Cli, Daemon, bounded, command, eventually, get, output, push_v1};
+
+/// The proxy process a test's daemon started: SIGKILLed when dropped, whichever process
+/// serves the socket by then (an upgrade replaces it).
+struct ProxyProcess {
+    lock: PathBuf,
+}
+
+impl ProxyProcess {
+    fn pid(&self) -> Option<String> {
+        let pid = std::fs::read_to_string(&self.lock).ok()?;
+        Some(pid.trim().to_owned()).filter(|p| !p.is_empty())
+    }
+
+    fn alive(pid: &str) -> bool {
+        Path::new("/proc").join(pid).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+        }
+    }
+}
+
+fn config(dir: &Path, admin: u16, scope: &str, service: &str) -> String {
+    format!(
+        r#"node = "proxy-process"
+
+[webhooks]
+listen = "127.0.0.1:{webhooks}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[docker]
+journal = "{journal}"
+scope = "{scope}"
+
+[poll]
+on_start = true
+
+{service}"#,
+        webhooks = free_port(),
+        journal = dir.join("journal.redb").display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_outlives_a_killed_daemon_and_upgrades_without_a_failed_request()
+-> anyhow::Result<()> {
+    bounded(
+        Duration::from_secs(240),
+        "the proxy process scenario",
+        scenario(),
+    )
+    .await?
+}
+
+async fn scenario() -> anyhow::Result<()> {
+    let sweep = Sweep::new("cli-proxy-process");
+    let docker = images::docker().await;
+    let dir = tempfile::tempdir()?;
+    let registry = Registry::start(RegistryOptions::default()).await?;
+    let image = push_v1(&docker, &sweep, &registry, "demo/proxy-process").await?;
+    let web = sweep.name("web");
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let section = service_section(
+        &web,
+        &image,
+        &sweep.labels(),
+        listen,
+        Duration::from_secs(10),
+    );
+    let path = dir.path().join("deployer.toml");
+    std::fs::write(
+        &path,
+        config(dir.path(), free_port(), &sweep.name("scope"), &section),
+    )?;
+    let socket = dir.path().join("proxy.sock");
+    let proxy = ProxyProcess {
+        lock: dir.path().join("proxy.sock.lock"),
+    };
+    let process_mode = [("DEPLOYER_PROXY_MODE", "process")];
+
+    let mut daemon = Daemon::start(&path, &process_mode, dir.path().join("deployer.log"))?;
+    eventually(Duration::from_secs(60), "web serving", || async {
+        daemon.ensure_running()?;
+        Ok((get(&listen.to_string()).await.ok().as_deref() == Some("v1\n")).then_some(()))
+    })
+    .await?;
+    // The deploy is over (watched and reported) before the crash: a crash during a first
+    // deploy's watch undoes it on restart, which no proxy can make up for.
+    let cli = Cli {
+        config: path.clone(),
+        token: ("CLI_PROXY_PROCESS_UNUSED", ""),
+    };
+    eventually(Duration::from_secs(60), "the deploy reported", || async {
+        let reports = cli.history().await?;
+        Ok(reports
+            .iter()
+            .any(|r| r["outcome"] == "succeeded")
+            .then_some(()))
+    })
+    .await?;
+    let first_pid = proxy.pid().expect("the proxy process wrote its pid");
+
+    // A client loop, one new connection per request, for the whole scenario.
+    let stop = Arc::new(AtomicBool::new(false));
+    let began = tokio::time::Instant::now();
+    let calls = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut ok, mut failed, mut errors) = (0u32, 0u32, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                match get(&listen.to_string()).await {
+                    Ok(body) if body == "v1\n" => ok += 1,
+                    Ok(body) => {
+                        failed += 1;
+                        errors.push(format!("at {:?}: {body}", began.elapsed()));
+                    }
+                    Err(error) => {
+                        failed += 1;
+                        errors.push(format!("at {:?}: {error:#}", began.elapsed()));
+                    }
+                }
+            }
+            (ok, failed, errors)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The daemon crashes: the proxy keeps serving, and a new daemon takes the proxy as it is.
+    eprintln!("SIGKILL at {:?}", began.elapsed());
+    daemon.kill().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut daemon = Daemon::start(&path, &process_mode, dir.path().join("deployer-2.log"))?;
+    eventually(
+        Duration::from_secs(60),
+        "the second daemon using the proxy",
+        || async {
+            daemon.ensure_running()?;
+            Ok(daemon
+                .log()
+                .contains("using the running proxy process")
+                .then_some(()))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A second proxy process cannot take the socket over.
+    let second = output({
+        let mut c = command(&["proxy", "run", "--socket"]);
+        c.arg(&socket)
+            .arg("--state")
+            .arg(dir.path().join("other.json"));
+        c
+    })
+    .await?;
+    assert_eq!(second.code, Some(69), "{second}");
+    assert!(second.stderr.contains("already serves"), "{second}");
+
+    // The proxy itself is replaced by a new process, which takes the listening socket over.
+    eprintln!("upgrade at {:?}", began.elapsed());
+    let upgraded = output({
+        let mut c = command(&["proxy", "upgrade", "--socket"]);
+        c.arg(&socket);
+        c
+    })
+    .await?;
+    assert_eq!(upgraded.code, Some(0), "{upgraded}");
+    assert!(upgraded.stdout.contains("proxy upgraded"), "{upgraded}");
+    // The new process takes the socket's lock (and writes its pid) just after the answer.
+    let new_pid = eventually(Duration::from_secs(10), "the new proxy's pid", || async {
+        Ok(proxy.pid().filter(|p| *p != first_pid))
+    })
+    .await?;
+    assert!(
+        upgraded.stdout.contains(&format!("pid {new_pid} serves")),
+        "{upgraded}"
+    );
+    eventually(
+        Duration::from_secs(40),
+        "the old proxy process to exit",
+        || async { Ok((!ProxyProcess::alive(&first_pid)).then_some(())) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The daemon stops; its proxy does not.
+    eprintln!("daemon SIGTERM at {:?}", began.elapsed());
+    daemon.terminate(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed, errors) = calls.await?;
+    eprintln!(
+        "daemon SIGKILL + restart, proxy upgrade, daemon stop under a client loop: {ok} ok, {failed} failed"
+    );
+    assert_eq!(failed, 0, "failed requests: {errors:?}");
+    assert!(ok > 50, "only {ok} requests");
+    assert!(
+        ProxyProcess::alive(&new_pid),
+        "the proxy stopped with the daemon"
+    );
+    assert_eq!(get(&listen.to_string()).await?, "v1\n");
+    daemon.passed();
+    drop(proxy);
+    Ok(())
+}
