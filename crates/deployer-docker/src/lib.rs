@@ -5,7 +5,7 @@
 //! - [`DockerImageSource`]: the core's `ImageSource`: resolve a tag at its registry without
 //!   pulling, pull `repo@digest` only when it is not local (credentials from a Docker
 //!   `config.json`), or build a directory with a Dockerfile.
-//! - [`DockerSwitcher`]: the core's `Switcher`: handover (behind an in-process proxy),
+//! - [`DockerSwitcher`]: the core's `Switcher`: handover (behind a `deployer_plane::DataPlane`),
 //!   recreate (identical config, new image) and stop (leave the restart to a supervisor).
 //! - [`discover_adopted`]: services made of existing containers labelled `deployer.enable=true`;
 //!   [`follow_adoptions`] adopts and forgets them while the daemon runs.

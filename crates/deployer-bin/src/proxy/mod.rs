@@ -3,6 +3,7 @@
 
 mod serve;
 pub mod spawn;
+mod systemd;
 mod upgrade;
 
 use std::path::{Path, PathBuf};

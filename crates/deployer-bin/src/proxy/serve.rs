@@ -93,6 +93,7 @@ pub async fn serve(
         .listen()
         .map_err(|e| Exit::unavailable_at("proxy.socket", socket.display(), &e))?;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "proxy control socket listening");
+    super::systemd::notify_ready();
     let stop_control = CancellationToken::new();
     let control = tokio::spawn(server.serve(listener, stop_control.clone()));
     tokio::select! {
