@@ -14,7 +14,9 @@ use deployer_testkit::net::free_port;
 use deployer_testkit::{Registry, RegistryOptions, Sweep};
 
 use crate::common::service_section;
-use crate::support::{Cli, Daemon, bounded, command, eventually, get, output, push_v1};
+use crate::support::{
+    Cli, Daemon, bounded, command, eventually, get, host_config, output, push_v1,
+};
 
 /// The proxy process a test's daemon started: SIGKILLed when dropped, whichever process
 /// serves the socket by then (an upgrade replaces it).
@@ -46,29 +48,6 @@ impl Drop for ProxyProcess {
     }
 }
 
-fn config(dir: &Path, admin: u16, scope: &str, service: &str) -> String {
-    format!(
-        r#"node = "proxy-process"
-
-[webhooks]
-listen = "127.0.0.1:{webhooks}"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[docker]
-journal = "{journal}"
-scope = "{scope}"
-
-[poll]
-on_start = true
-
-{service}"#,
-        webhooks = free_port(),
-        journal = dir.join("journal.redb").display(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_outlives_a_killed_daemon_and_upgrades_without_a_failed_request()
 -> anyhow::Result<()> {
@@ -98,7 +77,13 @@ async fn scenario() -> anyhow::Result<()> {
     let path = dir.path().join("deployer.toml");
     std::fs::write(
         &path,
-        config(dir.path(), free_port(), &sweep.name("scope"), &section),
+        host_config(
+            "proxy-process",
+            dir.path(),
+            free_port(),
+            &sweep.name("scope"),
+            &[section],
+        ),
     )?;
     let socket = dir.path().join("proxy.sock");
     let proxy = ProxyProcess {

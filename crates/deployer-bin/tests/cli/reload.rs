@@ -4,7 +4,6 @@
 //! then `deployer maintenance` and `deployer resume` on the same daemon.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use deployer_testkit::images;
@@ -12,31 +11,7 @@ use deployer_testkit::net::free_port;
 use deployer_testkit::{Registry, RegistryOptions, Sweep};
 
 use crate::common::service_section;
-use crate::support::{Cli, Daemon, bounded, containers_of, eventually, get, push_v1};
-
-fn config(dir: &Path, admin: u16, scope: &str, services: &[String]) -> String {
-    format!(
-        r#"node = "reload"
-
-[webhooks]
-listen = "127.0.0.1:{webhooks}"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[docker]
-journal = "{journal}"
-scope = "{scope}"
-
-[poll]
-on_start = true
-
-{services}"#,
-        webhooks = free_port(),
-        journal = dir.join("journal.redb").display(),
-        services = services.join("\n"),
-    )
-}
+use crate::support::{Cli, Daemon, bounded, containers_of, eventually, get, host_config, push_v1};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_adds_refuses_an_invalid_file_and_removes() -> anyhow::Result<()> {
@@ -64,8 +39,12 @@ async fn scenario() -> anyhow::Result<()> {
     };
     let (admin, scope) = (free_port(), sweep.name("scope"));
     let path = dir.path().join("deployer.toml");
-    let write =
-        |services: &[String]| std::fs::write(&path, config(dir.path(), admin, &scope, services));
+    let write = |services: &[String]| {
+        std::fs::write(
+            &path,
+            host_config("reload", dir.path(), admin, &scope, services),
+        )
+    };
     write(&[section(&web, web_proxy)])?;
     let cli = Cli {
         config: path.clone(),

@@ -357,3 +357,30 @@ pub async fn containers_of(service: &str) -> anyhow::Result<Vec<Container>> {
     containers.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(containers)
 }
+
+/// A one-host daemon config: webhooks on a free port, the admin API on `admin`, the journal
+/// (and the proxy's socket and state) in `dir`, containers in node scope `scope`, a poll at
+/// start, then `services` (`[[service]]` sections).
+pub fn host_config(node: &str, dir: &Path, admin: u16, scope: &str, services: &[String]) -> String {
+    format!(
+        r#"node = "{node}"
+
+[webhooks]
+listen = "127.0.0.1:{webhooks}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[docker]
+journal = "{journal}"
+scope = "{scope}"
+
+[poll]
+on_start = true
+
+{services}"#,
+        webhooks = deployer_testkit::net::free_port(),
+        journal = dir.join("journal.redb").display(),
+        services = services.join("\n"),
+    )
+}
