@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deployer_proxy::{Backend, GateState, Mode, Proxy, ProxyConfig};
+use deployer_proxy::{Backend, GateState, Lane, Mode, ProxyConfig};
 use serde::{Deserialize, Serialize};
 
 /// How one service's traffic enters: where its proxy listens and how it forwards.
@@ -25,6 +25,14 @@ pub struct Route {
     /// HTTP only: the bound on a backend's response headers, in milliseconds.
     #[serde(default = "default_response_ms")]
     pub response_timeout_ms: u64,
+    /// HTTP only: the Host names this route takes on a listener it shares with others
+    /// (exact, or `*.example.com`); empty with no `path_prefix`: the listener's own route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// HTTP only: the paths this route takes on a shared listener (`/api` takes `/api` and
+    /// `/api/...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
 }
 
 fn default_connect_ms() -> u64 {
@@ -44,7 +52,14 @@ impl Route {
             workers: 0,
             connect_timeout_ms: default_connect_ms(),
             response_timeout_ms: default_response_ms(),
+            hosts: Vec::new(),
+            path_prefix: None,
         }
+    }
+
+    /// A virtual route (by Host or path) on a listener others may share.
+    pub fn is_virtual(&self) -> bool {
+        !self.hosts.is_empty() || self.path_prefix.is_some()
     }
 
     /// The proxy settings this route binds with.
@@ -107,8 +122,8 @@ pub enum Gate {
 }
 
 impl Gate {
-    /// Sets `proxy`'s gate to this.
-    pub(crate) fn apply(&self, proxy: &Proxy) {
+    /// Sets `lane`'s gate to this.
+    pub(crate) fn apply(&self, proxy: &Lane) {
         match self {
             Gate::Open => proxy.resume(),
             Gate::Paused { hold_ms } => proxy.pause(Duration::from_millis(*hold_ms)),

@@ -45,10 +45,14 @@ async fn backend(body: &'static str) -> Result<SocketAddr> {
 
 /// One request on a new connection; the body.
 async fn get(addr: SocketAddr) -> Result<String> {
+    get_host(addr, "x").await
+}
+
+/// One request for `host` on a new connection; the status line's code and the body.
+async fn get_host(addr: SocketAddr, host: &str) -> Result<String> {
     let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await?;
+    let request = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await?;
     let body = answer.split("\r\n\r\n").nth(1).context("no body")?;
@@ -228,5 +232,66 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
     assert_eq!(answers[0]["error"]["kind"], "too_large");
     assert!(served.client.hello().await.is_ok(), "still serving");
     served.fleet.shutdown(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+fn routed(listen: SocketAddr, host: &str) -> Route {
+    let mut route = Route::http(listen);
+    route.hosts = vec![host.to_owned()];
+    route
+}
+
+#[tokio::test]
+async fn services_share_a_listener_by_host_and_come_back_together() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (shop, blog) = (backend("shop").await?, backend("blog").await?);
+    let served = serve(dir.path()).await?;
+    let plane = &served.client;
+    let listen = free_addr()?;
+    plane
+        .set_route("shop", &routed(listen, "shop.test"))
+        .await?;
+    plane
+        .set_route("blog", &routed(listen, "*.blog.test"))
+        .await?;
+    plane
+        .add_backend("shop", &RouteBackend::new(shop, "g1"))
+        .await?;
+    plane
+        .add_backend("blog", &RouteBackend::new(blog, "g4"))
+        .await?;
+    assert_eq!(get_host(listen, "shop.test").await?, "shop");
+    assert_eq!(get_host(listen, "me.blog.test").await?, "blog");
+    assert_eq!(
+        get_host(listen, "nobody.test").await?,
+        "no route for this host and path\n"
+    );
+    // A clash is refused and changes nothing.
+    let clash = plane.set_route("copy", &routed(listen, "shop.test")).await;
+    assert!(clash.is_err(), "{clash:?}");
+    let owner = plane.set_route("catch-all", &Route::http(listen)).await?;
+    assert_eq!(
+        owner.bound, listen,
+        "the listener's own lane joins the shared listener"
+    );
+
+    // Restored together on one listener.
+    served.stop.cancel();
+    served.fleet.shutdown(Duration::from_secs(1)).await;
+    let (restored, _) = Fleet::restore(StateFile::new(dir.path().join("state.json"))).await?;
+    assert_eq!(get_host(listen, "shop.test").await?, "shop");
+    assert_eq!(get_host(listen, "x.blog.test").await?, "blog");
+    assert_eq!(
+        restored.proxies().len(),
+        1,
+        "one listener for the three routes"
+    );
+
+    // Taking one route away leaves the others serving.
+    restored
+        .remove_route("shop", Duration::from_secs(1))
+        .await?;
+    assert_eq!(get_host(listen, "x.blog.test").await?, "blog");
+    restored.shutdown(Duration::from_secs(1)).await;
     Ok(())
 }

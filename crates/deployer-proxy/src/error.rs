@@ -36,6 +36,13 @@ pub enum ProxyError {
         #[source]
         source: io::Error,
     },
+    /// A virtual route could not be added (a bad host or path pattern, a taken name or
+    /// match, or a TCP proxy, which cannot see hosts).
+    #[error("{reason}")]
+    Route {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl ProxyError {

@@ -25,6 +25,7 @@ use crate::ProxyConfig;
 use crate::backends::ActiveGuard;
 use crate::body::{ProxyBody, RequestBody};
 use crate::headers;
+use crate::lane::Lane;
 use crate::server::Shared;
 use crate::stats::ResponseClass;
 
@@ -99,7 +100,13 @@ async fn forward(
             "CONNECT is not supported\n",
         ));
     }
-    match shared.gate.pass().await {
+    let Some(lane) = lane_for(&shared, &request) else {
+        return Ok(text_response(
+            StatusCode::NOT_FOUND,
+            "no route for this host and path\n",
+        ));
+    };
+    match lane.gate_ref().pass().await {
         Ok(()) => {}
         Err(crate::gate::Closed::Maintenance(message)) => {
             let mut body = message.to_string();
@@ -117,9 +124,9 @@ async fn forward(
         }
     }
     let Some((mut backend, mut guard)) =
-        shared.pool.pick_within(None, shared.http.empty_hold).await
+        lane.pool().pick_within(None, shared.http.empty_hold).await
     else {
-        shared.totals.no_backend.fetch_add(1, Ordering::Relaxed);
+        lane.totals_ref().no_backend.fetch_add(1, Ordering::Relaxed);
         return Ok(text_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "no backend available\n",
@@ -184,8 +191,8 @@ async fn forward(
                 // join, as a request arriving then would.
                 if let Some(unsent) = failure.unsent
                     && other_tries > 0
-                    && let Some((next, next_guard)) = shared
-                        .pool
+                    && let Some((next, next_guard)) = lane
+                        .pool()
                         .pick_within(Some(backend.addr()), shared.http.empty_hold)
                         .await
                 {
@@ -236,6 +243,31 @@ async fn forward(
             ))
         }
     }
+}
+
+/// The lane a request goes to: the proxy's own without virtual routes; else the best route for
+/// its Host and path, or the proxy's own lane when none matches and it has live backends.
+/// `None`: nothing takes it (a 404).
+fn lane_for(shared: &Shared, request: &Request<Incoming>) -> Option<Lane> {
+    if shared.routes.is_empty() {
+        return Some(shared.main.clone());
+    }
+    let host = request
+        .uri()
+        .authority()
+        .map(|a| a.host().to_owned())
+        .or_else(|| {
+            let value = request.headers().get(HOST)?.to_str().ok()?;
+            let authority: http::uri::Authority = value.parse().ok()?;
+            Some(authority.host().to_owned())
+        })
+        .unwrap_or_default()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    shared
+        .routes
+        .pick(&host, request.uri().path())
+        .or_else(|| (!shared.main.backends().is_empty()).then(|| shared.main.clone()))
 }
 
 /// Rewrites a client request for the backend whose address is `backend_host`.

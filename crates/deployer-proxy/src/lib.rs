@@ -65,7 +65,9 @@ mod groups;
 mod headers;
 mod http;
 mod inherit;
+mod lane;
 mod latency;
+mod routes;
 mod server;
 mod stats;
 mod tcp;
@@ -87,7 +89,9 @@ pub use crate::drain::{Drain, DrainReport};
 pub use crate::error::ProxyError;
 pub use crate::gate::GateState;
 pub use crate::groups::Backend;
+pub use crate::lane::Lane;
 pub use crate::latency::{LATENCY_BOUNDS, LatencyHistogram};
+pub use crate::routes::RouteMatch;
 use crate::server::Shared;
 pub use crate::stats::{
     BackendState, BackendStats, ClassCounts, GroupStats, ProxyTotals, ResponseClass,
@@ -115,6 +119,15 @@ struct Handle {
     /// keeps the socket open when its accept loop stops, so that connections queued on it
     /// wait for a successor instead of being reset; `shutdown` closes these.
     listeners: Mutex<Vec<std::net::TcpListener>>,
+}
+
+/// A proxy steers its own lane directly: `proxy.add_backend(..)`, `proxy.stats()`, ...
+impl std::ops::Deref for Proxy {
+    type Target = Lane;
+
+    fn deref(&self) -> &Lane {
+        &self.inner.shared.main
+    }
 }
 
 impl Drop for Handle {
@@ -249,84 +262,42 @@ impl Proxy {
         self.inner.local_addr
     }
 
-    /// The live backends, in round-robin order.
-    pub fn backends(&self) -> Vec<SocketAddr> {
-        self.inner.shared.pool.addrs()
+    /// The proxy's own lane (what the proxy dereferences to).
+    pub fn lane(&self) -> &Lane {
+        &self.inner.shared.main
     }
 
-    /// Holds new HTTP requests until [`Self::resume`], each for at most `hold`, after which it
-    /// gets a 503 (a backend's restart, a migration: clients wait instead of failing).
-    /// Requests already sent are not touched.
-    pub fn pause(&self, hold: Duration) {
-        self.inner.shared.gate.set(GateState::Paused { hold });
+    /// Adds a virtual route: requests matching `matcher` (by Host and path) go to a lane of
+    /// their own, named `name`, with its own backends, gate and counters. Many services can so
+    /// share one listener (`:80`); a request no route matches goes to the proxy's own lane if
+    /// it has live backends, and is answered 404 otherwise. HTTP only.
+    pub fn add_route(&self, name: &str, matcher: RouteMatch) -> Result<Lane, ProxyError> {
+        let shared = &self.inner.shared;
+        if shared.mode != Mode::Http {
+            return Err(ProxyError::Route {
+                reason: "a TCP proxy cannot route by host or path".to_owned(),
+            });
+        }
+        let lane = Lane::new(shared.upstream.clone());
+        shared.routes.add(name, matcher, lane.clone())?;
+        Ok(lane)
     }
 
-    /// Answers new HTTP requests 503 with `message` until [`Self::resume`].
-    pub fn maintenance(&self, message: &str) {
-        self.inner.shared.gate.set(GateState::Maintenance {
-            message: message.into(),
-        });
+    /// The lane and match of the virtual route `name`.
+    pub fn route(&self, name: &str) -> Option<(RouteMatch, Lane)> {
+        self.inner.shared.routes.get(name)
     }
 
-    /// Forwards new requests again after [`Self::pause`] or [`Self::maintenance`]; held
-    /// requests go on at once.
-    pub fn resume(&self) {
-        self.inner.shared.gate.set(GateState::Open);
+    /// The virtual routes' names, in the order they were added.
+    pub fn route_names(&self) -> Vec<String> {
+        self.inner.shared.routes.names()
     }
 
-    /// Whether new requests are forwarded, held or refused.
-    pub fn gate(&self) -> GateState {
-        self.inner.shared.gate.state()
-    }
-
-    /// Starts routing new requests (or connections) to `backend` too (a [`SocketAddr`], or
-    /// a [`Backend`] with a group). Idempotent: an address already live keeps its group.
-    pub fn add_backend(&self, backend: impl Into<Backend>) -> AddOutcome {
-        self.inner.shared.pool.add(backend)
-    }
-
-    /// Stops routing anything new to `addr` at once. Work already on it continues until
-    /// the returned [`Drain`] is waited on and reaches its deadline. Removing an address
-    /// that is not live returns an empty drain.
-    pub fn remove_backend(&self, addr: SocketAddr) -> Drain {
-        self.inner.shared.pool.remove(addr)
-    }
-
-    /// Routes new requests (or connections) to `add` instead of `out`, in one atomic step:
-    /// no request goes to `out` after one went to `add`, which is how a handover moves a
-    /// replica's traffic from its old container to its new one at one instant. The
-    /// [`Drain`] covers the backends taken out (an address in both is kept).
-    pub fn swap_backends(
-        &self,
-        out: &[SocketAddr],
-        add: impl Into<Backend>,
-    ) -> (AddOutcome, Drain) {
-        self.inner.shared.pool.swap(out, add.into())
-    }
-
-    /// Makes `addrs` the live set in one atomic step (duplicates are ignored; backends in
-    /// both the old and new set keep their connection pool, counters and group). The
-    /// [`Drain`] covers every backend removed.
-    pub fn replace_backends<B: Into<Backend>>(&self, backends: Vec<B>) -> Drain {
-        self.inner.shared.pool.replace(backends)
-    }
-
-    /// Counters of every backend: the live ones in round-robin order, then the removed
-    /// ones that are still draining.
-    pub fn stats(&self) -> Vec<BackendStats> {
-        self.inner.shared.pool.stats()
-    }
-
-    /// Counters summed by the group backends were added in ([`Backend::in_group`]),
-    /// including backends removed long ago, in order of the group's first use. A group is
-    /// kept as long as the proxy runs, so these never go backwards.
-    pub fn group_stats(&self) -> Vec<GroupStats> {
-        self.inner.shared.pool.group_stats()
-    }
-
-    /// Proxy-wide counters, including backends removed long ago.
-    pub fn totals(&self) -> ProxyTotals {
-        self.inner.shared.totals.snapshot()
+    /// Takes the virtual route `name` away: its requests get 404 (or the proxy's own lane)
+    /// from now on; the [`Drain`] covers its backends.
+    pub fn remove_route(&self, name: &str) -> Option<Drain> {
+        let lane = self.inner.shared.routes.remove(name)?;
+        Some(lane.replace_backends(Vec::<Backend>::new()))
     }
 
     /// Stops accepting (the listen port is released when this returns or earlier, unless

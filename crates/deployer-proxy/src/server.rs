@@ -11,11 +11,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backends::Pool;
 use crate::drain::{self, DrainReport};
 use crate::groups::Backend;
 use crate::http::{self, HttpSettings};
-use crate::stats::{ConnectionGuard, Totals};
+use crate::lane::Lane;
+use crate::routes::RouteTable;
+use crate::stats::ConnectionGuard;
 use crate::tcp;
 use crate::upstream::UpstreamSettings;
 use crate::{Mode, ProxyConfig, ProxyError};
@@ -32,8 +33,13 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) mode: Mode,
-    pub(crate) pool: Pool,
-    pub(crate) totals: Arc<Totals>,
+    /// The proxy's own lane: every request when it has no virtual routes, and those no route
+    /// matches while it has live backends.
+    pub(crate) main: Lane,
+    /// Virtual routes by Host and path (HTTP only).
+    pub(crate) routes: RouteTable,
+    /// How new lanes' backends are reached.
+    pub(crate) upstream: Option<UpstreamSettings>,
     /// Every connection and upgraded-connection task, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     /// Forced shutdown: connection tasks stop at once.
@@ -44,29 +50,34 @@ pub(crate) struct Shared {
     /// TCP mode's connect timeout (HTTP mode's lives in each backend's connector).
     pub(crate) connect_timeout: Duration,
     pub(crate) http: HttpSettings,
-    pub(crate) gate: crate::gate::Gate,
 }
 
 impl Shared {
     pub(crate) fn new(config: &ProxyConfig) -> Self {
-        let totals = Arc::new(Totals::default());
         let upstream = (config.mode == Mode::Http).then(|| UpstreamSettings::from_config(config));
-        let pool = Pool::new(Arc::clone(&totals), upstream);
+        let main = Lane::new(upstream.clone());
         for addr in &config.backends {
-            pool.add(*addr);
+            main.add_backend(*addr);
         }
         let hard = CancellationToken::new();
         Self {
             mode: config.mode,
-            pool,
-            totals,
+            main,
+            routes: RouteTable::default(),
+            upstream,
             tasks: TaskTracker::new(),
             graceful: hard.child_token(),
             hard,
             connect_timeout: config.connect_timeout,
             http: HttpSettings::from_config(config),
-            gate: crate::gate::Gate::new(),
         }
+    }
+
+    /// Every lane: the proxy's own, then the virtual routes'.
+    pub(crate) fn lanes(&self) -> Vec<Lane> {
+        let mut lanes = vec![self.main.clone()];
+        lanes.extend(self.routes.lanes());
+        lanes
     }
 }
 
@@ -163,7 +174,7 @@ pub(crate) async fn accept_loop(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "setting TCP_NODELAY failed");
         }
-        let open = ConnectionGuard::new(Arc::clone(&shared.totals));
+        let open = ConnectionGuard::new(Arc::clone(shared.main.totals_ref()));
         let connection_shared = Arc::clone(&shared);
         shared.tasks.spawn(async move {
             let _open = open;
@@ -199,7 +210,7 @@ pub(crate) async fn shutdown(shared: &Shared, grace: Duration) -> DrainReport {
         .is_ok();
     let mut cut = 0;
     if !drained_cleanly {
-        let trackers = shared.pool.trackers();
+        let trackers: Vec<_> = shared.lanes().iter().flat_map(Lane::trackers).collect();
         for tracker in &trackers {
             // Nothing will be routed any more; this lets the cut below see them go idle.
             tracker.mark_removed();
@@ -216,7 +227,9 @@ pub(crate) async fn shutdown(shared: &Shared, grace: Duration) -> DrainReport {
         }
     }
     // Drop every backend's pool so idle keep-alive connections to backends close now.
-    drop(shared.pool.replace(Vec::<Backend>::new()));
+    for lane in shared.lanes() {
+        drop(lane.replace_backends(Vec::<Backend>::new()));
+    }
     let waited = started.elapsed();
     tracing::info!(drained_cleanly, cut, ?waited, "proxy shut down");
     DrainReport {

@@ -11,8 +11,12 @@ use crate::server::Shared;
 use crate::stats::ResponseClass;
 
 pub(crate) async fn serve_connection(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr) {
-    let Some((backend, guard)) = shared.pool.pick() else {
-        shared.totals.no_backend.fetch_add(1, Ordering::Relaxed);
+    let Some((backend, guard)) = shared.main.pool().pick() else {
+        shared
+            .main
+            .totals_ref()
+            .no_backend
+            .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, "no backend live, closing the connection");
         return; // dropping `client` closes it
     };

@@ -293,6 +293,11 @@ pub struct RawProxy {
     pub max_surge: Option<u32>,
     /// Threads of the proxy's own (0, the default: the daemon's runtime).
     pub workers: Option<u32>,
+    /// Host names this service takes on a listener shared with others.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Paths this service takes on a shared listener.
+    pub path_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

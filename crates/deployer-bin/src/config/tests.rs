@@ -422,3 +422,57 @@ fn errors_with(text: &str, vars: &[(&str, &str)]) -> Vec<String> {
         .map(ToString::to_string)
         .collect()
 }
+
+#[test]
+fn services_share_a_listener_only_when_routed_by_host_or_path() {
+    let service = |name: &str, routing: &str| {
+        format!(
+            "[[service]]\nname = \"{name}\"\nimage = \"{name}\"\n[service.proxy]\nlisten = \"127.0.0.1:8080\"\ncontainer_port = 80\n{routing}\n"
+        )
+    };
+    let shared = [
+        service("shop", "hosts = [\"shop.example.com\"]"),
+        service("blog", "hosts = [\"*.blog.example.com\"]"),
+        service(
+            "api",
+            "hosts = [\"shop.example.com\"]\npath_prefix = \"/api\"",
+        ),
+        service("rest", ""),
+    ]
+    .concat();
+    let settings = check(&shared).expect("three routed services and one catch-all share :8080");
+    let api = settings.services[2]
+        .strategy()
+        .handover()
+        .expect("handover");
+    assert_eq!(api.path_prefix(), Some("/api"));
+
+    let two_owners = [service("a", ""), service("b", "")].concat();
+    let e = errors(&two_owners);
+    assert!(
+        e.iter()
+            .any(|e| e.contains("service[1].proxy.listen") && e.contains("only with proxy.hosts")),
+        "{e:?}"
+    );
+
+    let same_hosts = [
+        service("a", "hosts = [\"x.example.com\"]"),
+        service("b", "hosts = [\"X.example.com\"]"),
+    ]
+    .concat();
+    let e = errors(&same_hosts);
+    assert!(
+        e.iter()
+            .any(|e| e.contains("service[1].proxy.hosts") && e.contains("same hosts")),
+        "{e:?}"
+    );
+
+    let e = errors(&service("a", "hosts = [\"bad host\"]"));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("service[0].proxy.hosts") && e.contains("not a DNS name")),
+        "{e:?}"
+    );
+    let e = errors(&service("a", "path_prefix = \"api\"\nprotocol = \"http\""));
+    assert!(e.iter().any(|e| e.contains("proxy.path_prefix")), "{e:?}");
+}

@@ -518,6 +518,7 @@ impl Validator<'_> {
                         p.max_surge.unwrap_or(1),
                     )
                     .and_then(|h| h.with_workers(p.workers.unwrap_or(0)))
+                    .and_then(|h| h.with_routing(p.hosts.clone(), p.path_prefix.clone()))
                     .map_err(|e| (e.field.to_string(), e.problem))?,
                 )
             }
@@ -642,9 +643,17 @@ impl Validator<'_> {
             ("webhooks.listen".into(), webhooks.listen),
             ("admin.listen".into(), admin.listen),
         ];
+        // Services routed by host or path share a listener with each other and with at most
+        // one service that is not (it takes what no route matches): one address, one entry.
+        let mut on_address: Vec<(SocketAddr, usize, &super::raw::RawProxy)> = Vec::new();
         for (n, s) in raw.service.iter().enumerate() {
             if let Some(p) = &s.proxy {
-                taken.push((format!("service[{n}].proxy.listen"), p.listen));
+                self.shared_listener(n, p, &on_address);
+                let first = !on_address.iter().any(|(listen, _, _)| *listen == p.listen);
+                on_address.push((p.listen, n, p));
+                if first {
+                    taken.push((format!("service[{n}].proxy.listen"), p.listen));
+                }
             }
             for (m, port) in s.ports.iter().enumerate() {
                 if let Some(addr) = parse_port_mapping(port) {
@@ -662,6 +671,46 @@ impl Validator<'_> {
             };
             if let Some((first, _)) = taken[..i].iter().find(|(_, other)| overlaps(other)) {
                 self.problem(key.clone(), format!("{addr} clashes with {first}"));
+            }
+        }
+    }
+}
+
+impl Validator<'_> {
+    /// Checks service `n`'s proxy against the ones before it on the same address.
+    fn shared_listener(
+        &mut self,
+        n: usize,
+        p: &super::raw::RawProxy,
+        before: &[(SocketAddr, usize, &super::raw::RawProxy)],
+    ) {
+        let routed = |q: &super::raw::RawProxy| !q.hosts.is_empty() || q.path_prefix.is_some();
+        if routed(p)
+            && let Err(e) =
+                deployer_proxy::RouteMatch::new(&p.hosts, p.path_prefix.as_deref().unwrap_or("/"))
+        {
+            self.problem(format!("service[{n}].proxy.hosts"), e.to_string());
+        }
+        for (_, m, q) in before.iter().filter(|(listen, _, _)| *listen == p.listen) {
+            let same_hosts = q.hosts.is_empty() && p.hosts.is_empty()
+                || q.hosts
+                    .iter()
+                    .any(|h| p.hosts.iter().any(|k| k.eq_ignore_ascii_case(h)));
+            let clash = match (routed(p), routed(q)) {
+                (false, false) => Some(format!(
+                    "{} is also service[{m}]'s; services share a listener only with proxy.hosts or proxy.path_prefix",
+                    p.listen
+                )),
+                (true, true) if q.path_prefix == p.path_prefix && same_hosts => Some(format!(
+                    "takes the same hosts and path on {} as service[{m}]",
+                    p.listen
+                )),
+                _ => None,
+            };
+            if let Some(problem) = clash {
+                let key = if routed(p) { "hosts" } else { "listen" };
+                self.problem(format!("service[{n}].proxy.{key}"), problem);
+                return;
             }
         }
     }

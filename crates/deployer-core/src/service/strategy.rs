@@ -59,6 +59,12 @@ pub struct Handover {
     /// Threads of the proxy's own; 0 shares the daemon's runtime.
     #[serde(default)]
     workers: u32,
+    /// HTTP only: the Host names it takes on a listener shared with other services.
+    #[serde(default)]
+    hosts: Vec<String>,
+    /// HTTP only: the paths it takes on a shared listener.
+    #[serde(default)]
+    path_prefix: Option<String>,
 }
 
 impl Handover {
@@ -85,7 +91,46 @@ impl Handover {
             protocol,
             max_surge,
             workers: 0,
+            hosts: Vec::new(),
+            path_prefix: None,
         })
+    }
+
+    /// Shares the listener with other services: this one takes requests for `hosts` (exact,
+    /// or `*.example.com`) and paths under `path_prefix`. HTTP only. (The proxy checks the
+    /// patterns themselves.)
+    pub fn with_routing(
+        mut self,
+        hosts: Vec<String>,
+        path_prefix: Option<String>,
+    ) -> Result<Self, SpecError> {
+        if (!hosts.is_empty() || path_prefix.is_some()) && self.protocol != ProxyProtocol::Http {
+            return Err(SpecError::invalid(
+                "proxy.hosts",
+                "routing by host or path needs protocol = \"http\"",
+            ));
+        }
+        if path_prefix.as_deref().is_some_and(|p| !p.starts_with('/')) {
+            return Err(SpecError::invalid("proxy.path_prefix", "must start with /"));
+        }
+        self.hosts = hosts;
+        self.path_prefix = path_prefix;
+        Ok(self)
+    }
+
+    /// The Host names it takes on a shared listener (none: every host).
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// The paths it takes on a shared listener.
+    pub fn path_prefix(&self) -> Option<&str> {
+        self.path_prefix.as_deref()
+    }
+
+    /// Whether it routes by host or path, and so may share its listener.
+    pub fn is_routed(&self) -> bool {
+        !self.hosts.is_empty() || self.path_prefix.is_some()
     }
 
     /// Gives the proxy `workers` threads of its own (each with its own listening socket and

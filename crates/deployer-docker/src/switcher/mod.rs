@@ -277,6 +277,8 @@ impl DockerSwitcher {
             workers: handover.workers() as usize,
             connect_timeout_ms: millis(self.config.proxy_connect_timeout),
             response_timeout_ms: millis(self.config.proxy_response_timeout),
+            hosts: handover.hosts().to_vec(),
+            path_prefix: handover.path_prefix().map(str::to_owned),
         };
         let set = self
             .plane

@@ -161,7 +161,7 @@ impl ControlServer {
             Request::Hello {} => to_value(&Hello {
                 version: protocol::VERSION,
                 pid: std::process::id(),
-                routes: fleet.proxies().len(),
+                routes: fleet.route_count(),
             }),
             Request::SetRoute { service, route } => {
                 to_value(&fleet.set_route(&service, &route).await.map_err(wire)?)

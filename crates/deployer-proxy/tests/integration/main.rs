@@ -12,6 +12,7 @@ mod http_pool;
 mod http_swap;
 mod http_switch;
 mod round_robin;
+mod routes;
 mod shutdown;
 mod support;
 mod tcp;

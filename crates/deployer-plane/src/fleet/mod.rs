@@ -1,5 +1,11 @@
 //! [`Fleet`]: every service's proxy in this process, optionally saving its routes to a state
 //! file after each change (what the standalone proxy process serves its control API from).
+//!
+//! Routes on one listen address share one proxy: a route with `hosts` or a `path_prefix` is a
+//! virtual route on it, picked per request by Host and path.
+
+mod entry;
+mod listeners;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -10,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deployer_proxy::{AddOutcome, Drain, DrainReport, Proxy};
 
+use self::entry::Entry;
 use crate::plane::{DataPlane, PlaneError, RouteChange, RouteSet, ServiceStats, Swapped};
 use crate::route::{Gate, Route, RouteBackend, RouteInfo};
 use crate::state::{Loaded, SavedRoute, StateFile};
@@ -21,62 +28,15 @@ const REPLACED_GRACE: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct Fleet {
     routes: Mutex<BTreeMap<String, Entry>>,
-    /// Serialises binds, so two calls never bind one route twice.
+    /// One proxy per listen address (as routes name it).
+    listeners: Mutex<BTreeMap<SocketAddr, Proxy>>,
+    /// Serialises binds, so two calls never bind one address twice.
     binding: tokio::sync::Mutex<()>,
     state: Option<StateFile>,
     /// Serialises saves, so an older snapshot never overwrites a newer one.
     saving: Mutex<()>,
     /// Set while the listeners are handed to a new process: changes would be lost.
     frozen: AtomicBool,
-}
-
-#[derive(Debug)]
-struct Entry {
-    route: Route,
-    proxy: Proxy,
-    /// The group each backend was added in (the proxy keeps it, but does not list it).
-    groups: HashMap<SocketAddr, String>,
-    /// Backends taken out whose drain nobody waited for yet.
-    drains: HashMap<SocketAddr, Drain>,
-}
-
-impl Entry {
-    fn backends(&self) -> Vec<RouteBackend> {
-        self.proxy
-            .backends()
-            .into_iter()
-            .map(|addr| {
-                let group = self.groups.get(&addr).cloned().unwrap_or_default();
-                RouteBackend::new(addr, group)
-            })
-            .collect()
-    }
-
-    fn keep_drain(&mut self, drain: Drain) -> Vec<SocketAddr> {
-        let mut draining = Vec::new();
-        for part in drain.split() {
-            // One backend per part.
-            let Some(addr) = part.backends().first().copied() else {
-                continue;
-            };
-            draining.push(addr);
-            self.groups.remove(&addr);
-            let merged = match self.drains.remove(&addr) {
-                Some(earlier) => Drain::merge([earlier, part]),
-                None => part,
-            };
-            self.drains.insert(addr, merged);
-        }
-        draining
-    }
-
-    fn note_added(&mut self, backend: &RouteBackend) {
-        // Back in rotation (a rollback to it): its old drain no longer applies.
-        drop(self.drains.remove(&backend.addr));
-        self.groups
-            .entry(backend.addr)
-            .or_insert_with(|| backend.group.clone());
-    }
 }
 
 impl Fleet {
@@ -93,8 +53,9 @@ impl Fleet {
         Self::restore_with(state, HashMap::new()).await
     }
 
-    /// [`Self::restore`], serving the routes found in `inherited` on those listening sockets
-    /// (handed over by the proxy process this one replaces) instead of binding.
+    /// [`Self::restore`], serving the listen addresses found in `inherited` (keyed as
+    /// [`Self::proxies`] names them) on those listening sockets, handed over by the proxy
+    /// process this one replaces, instead of binding.
     pub async fn restore_with(
         state: StateFile,
         mut inherited: HashMap<String, Vec<std::net::TcpListener>>,
@@ -106,8 +67,10 @@ impl Fleet {
         };
         if let Loaded::Restored(saved) = &loaded {
             for (service, saved) in &saved.routes {
-                let listeners = inherited.remove(service).unwrap_or_default();
-                if let Err(error) = fleet.restore_route(service, saved, listeners).await {
+                let sockets = inherited
+                    .remove(&saved.route.listen.to_string())
+                    .unwrap_or_default();
+                if let Err(error) = fleet.restore_route(service, saved, sockets).await {
                     tracing::error!(%service, %error, "a saved route could not be restored");
                 }
             }
@@ -119,35 +82,13 @@ impl Fleet {
         &self,
         service: &str,
         saved: &SavedRoute,
-        listeners: Vec<std::net::TcpListener>,
+        sockets: Vec<std::net::TcpListener>,
     ) -> Result<(), PlaneError> {
-        let proxy = if listeners.is_empty() {
-            bind(service, &saved.route).await?
-        } else {
-            Proxy::bind_inherited(saved.route.proxy_config(), listeners)
-                .await
-                .map_err(|e| PlaneError::Bind {
-                    service: service.to_owned(),
-                    listen: saved.route.listen,
-                    reason: e.to_string(),
-                })?
-        };
-        let mut entry = Entry {
-            route: saved.route.clone(),
-            proxy,
-            groups: HashMap::new(),
-            drains: HashMap::new(),
-        };
-        for backend in &saved.backends {
-            entry.note_added(backend);
-        }
-        drop(
-            entry
-                .proxy
-                .replace_backends(saved.backends.iter().map(RouteBackend::to_proxy).collect()),
-        );
-        saved.gate.apply(&entry.proxy);
-        tracing::info!(%service, listen = %entry.proxy.local_addr(), backends = saved.backends.len(), "route restored");
+        let lane = self.attach(service, &saved.route, sockets).await?;
+        let mut entry = Entry::new(saved.route.clone(), lane);
+        entry.serve(&saved.backends);
+        saved.gate.apply(&entry.lane);
+        tracing::info!(%service, listen = %saved.route.listen, backends = saved.backends.len(), "route restored");
         self.lock().insert(service.to_owned(), entry);
         Ok(())
     }
@@ -163,25 +104,37 @@ impl Fleet {
         self.frozen.store(false, Ordering::SeqCst);
     }
 
-    /// Every route's proxy, for handing their listeners over or shutting them down.
+    /// Every listener's proxy, by listen address, for handing their sockets over.
     pub fn proxies(&self) -> Vec<(String, Proxy)> {
-        self.lock()
+        self.listeners_lock()
             .iter()
-            .map(|(service, entry)| (service.clone(), entry.proxy.clone()))
+            .map(|(listen, proxy)| (listen.to_string(), proxy.clone()))
             .collect()
+    }
+
+    /// How many routes are served.
+    pub fn route_count(&self) -> usize {
+        self.lock().len()
     }
 
     /// Stops every proxy, letting what they serve finish within `grace`.
     pub async fn shutdown(&self, grace: Duration) {
-        let entries = std::mem::take(&mut *self.lock());
-        for (service, entry) in entries {
-            let report = entry.proxy.shutdown(grace).await;
-            tracing::info!(%service, cut = report.cut, "route closed");
+        self.lock().clear();
+        let listeners = std::mem::take(&mut *self.listeners_lock());
+        for (listen, proxy) in listeners {
+            let report = proxy.shutdown(grace).await;
+            tracing::info!(%listen, cut = report.cut, "listener closed");
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
         self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn listeners_lock(&self) -> MutexGuard<'_, BTreeMap<SocketAddr, Proxy>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn check_open(&self) -> Result<(), PlaneError> {
@@ -219,7 +172,7 @@ impl Fleet {
                 let saved = SavedRoute {
                     route: entry.route.clone(),
                     backends: entry.backends(),
-                    gate: Gate::from_proxy(&entry.proxy.gate()),
+                    gate: Gate::from_proxy(&entry.lane.gate()),
                 };
                 (service.clone(), saved)
             })
@@ -229,43 +182,98 @@ impl Fleet {
             tracing::error!(path = %state.path().display(), %error, "saving the routing state failed");
         }
     }
-}
 
-async fn bind(service: &str, route: &Route) -> Result<Proxy, PlaneError> {
-    Proxy::bind(route.proxy_config())
-        .await
-        .map_err(|error| PlaneError::Bind {
-            service: service.to_owned(),
-            listen: route.listen,
-            reason: error.to_string(),
-        })
-}
-
-/// A proxy for `route` taking over from `old`: the same listening sockets when the address
-/// did not change (no connection is refused meanwhile), a new bind otherwise.
-async fn rebind(
-    service: &str,
-    route: &Route,
-    old_route: &Route,
-    old: &Proxy,
-) -> Result<Proxy, PlaneError> {
-    if route.listen != old_route.listen {
-        return bind(service, route).await;
+    fn bound(&self, listen: SocketAddr) -> SocketAddr {
+        self.listeners_lock()
+            .get(&listen)
+            .map_or(listen, Proxy::local_addr)
     }
-    let bind_error = |reason: String| PlaneError::Bind {
-        service: service.to_owned(),
-        listen: route.listen,
-        reason,
-    };
-    let listeners = old
-        .listener_fds()
-        .map_err(|e| bind_error(e.to_string()))?
-        .into_iter()
-        .map(std::net::TcpListener::from)
-        .collect();
-    Proxy::bind_inherited(route.proxy_config(), listeners)
-        .await
-        .map_err(|e| bind_error(e.to_string()))
+
+    /// A changed route: the same listener with new settings when the route owns it alone,
+    /// otherwise a new lane (on the same or another listener) that takes the backends and the
+    /// gate over before the old one is let go.
+    async fn replace_route(&self, service: &str, route: &Route) -> Result<RouteSet, PlaneError> {
+        let (old_route, old_lane, backends) = {
+            let routes = self.lock();
+            let old = routes
+                .get(service)
+                .ok_or_else(|| PlaneError::UnknownService(service.to_owned()))?;
+            (old.route.clone(), old.lane.clone(), old.backends())
+        };
+        let gate = Gate::from_proxy(&old_lane.gate());
+        let same_listener_alone = route.listen == old_route.listen
+            && !route.is_virtual()
+            && !old_route.is_virtual()
+            && self.owns_listener(service, route.listen);
+        if same_listener_alone {
+            let (old_proxy, new_proxy) = self.rebind_listener(service, route).await?;
+            let mut entry = Entry::new(route.clone(), new_proxy.lane().clone());
+            entry.serve(&backends);
+            gate.apply(&entry.lane);
+            self.lock().insert(service.to_owned(), entry);
+            old_proxy.stop_accepting();
+            tokio::spawn(async move {
+                let report = old_proxy.shutdown(REPLACED_GRACE).await;
+                tracing::debug!(cut = report.cut, "the replaced proxy finished");
+            });
+        } else {
+            // Out of the table first, so the new lane does not clash with the old one.
+            let old = self.lock().remove(service);
+            if old_route.is_virtual()
+                && let Some(proxy) = self.listeners_lock().get(&old_route.listen).cloned()
+            {
+                // What it serves finishes by itself (the drain is not waited for).
+                drop(proxy.remove_route(service));
+            }
+            let lane = match self.attach(service, route, Vec::new()).await {
+                Ok(lane) => lane,
+                Err(error) => {
+                    // Put the old route back as it was.
+                    if let Some(old) = old {
+                        if old_route.is_virtual() {
+                            self.reattach(service, old).await;
+                        } else {
+                            self.lock().insert(service.to_owned(), old);
+                        }
+                    }
+                    return Err(error);
+                }
+            };
+            let mut entry = Entry::new(route.clone(), lane);
+            entry.serve(&backends);
+            gate.apply(&entry.lane);
+            self.lock().insert(service.to_owned(), entry);
+            if let Some(old) = old
+                && (old_route.listen != route.listen
+                    || old_route.is_virtual() != route.is_virtual())
+            {
+                let lane = old.lane.clone();
+                let grace = REPLACED_GRACE;
+                let report = self.detach(service, &old_route, &lane, grace).await;
+                tracing::debug!(cut = report.cut, "the replaced route finished");
+            }
+        }
+        tracing::info!(%service, listen = %route.listen, "route settings changed");
+        Ok(RouteSet {
+            change: RouteChange::Replaced,
+            bound: self.bound(route.listen),
+        })
+    }
+
+    /// Puts back a virtual route whose change failed.
+    async fn reattach(&self, service: &str, old: Entry) {
+        match self.attach(service, &old.route, Vec::new()).await {
+            Ok(lane) => {
+                let backends = old.backends();
+                let mut entry = Entry::new(old.route.clone(), lane);
+                entry.serve(&backends);
+                self.lock().insert(service.to_owned(), entry);
+            }
+            Err(error) => {
+                tracing::error!(%service, %error, "restoring a route after a failed change failed")
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -273,27 +281,19 @@ impl DataPlane for Fleet {
     async fn set_route(&self, service: &str, route: &Route) -> Result<RouteSet, PlaneError> {
         self.check_open()?;
         let _binding = self.binding.lock().await;
-        let current = self
-            .lock()
-            .get(service)
-            .map(|e| (e.route.clone(), e.proxy.local_addr()));
+        let current = self.lock().get(service).map(|e| e.route.clone());
         let set = match current {
-            Some((same, bound)) if &same == route => RouteSet {
+            Some(same) if &same == route => RouteSet {
                 change: RouteChange::Unchanged,
-                bound,
+                bound: self.bound(route.listen),
             },
             Some(_) => self.replace_route(service, route).await?,
             None => {
-                let proxy = bind(service, route).await?;
-                let bound = proxy.local_addr();
-                let entry = Entry {
-                    route: route.clone(),
-                    proxy,
-                    groups: HashMap::new(),
-                    drains: HashMap::new(),
-                };
-                self.lock().insert(service.to_owned(), entry);
-                tracing::info!(%service, listen = %bound, "route created");
+                let lane = self.attach(service, route, Vec::new()).await?;
+                self.lock()
+                    .insert(service.to_owned(), Entry::new(route.clone(), lane));
+                let bound = self.bound(route.listen);
+                tracing::info!(%service, listen = %bound, hosts = ?route.hosts, path_prefix = ?route.path_prefix, "route created");
                 RouteSet {
                     change: RouteChange::Created,
                     bound,
@@ -312,26 +312,30 @@ impl DataPlane for Fleet {
         grace: Duration,
     ) -> Result<Option<DrainReport>, PlaneError> {
         self.check_open()?;
+        let _binding = self.binding.lock().await;
         let removed = self.lock().remove(service);
         let Some(entry) = removed else {
             return Ok(None);
         };
         self.save();
-        let report = entry.proxy.shutdown(grace).await;
+        let report = self.detach(service, &entry.route, &entry.lane, grace).await;
         tracing::info!(%service, cut = report.cut, "route removed");
         Ok(Some(report))
     }
 
     async fn routes(&self) -> Result<Vec<RouteInfo>, PlaneError> {
+        let listeners = self.listeners_lock().clone();
         Ok(self
             .lock()
             .iter()
             .map(|(service, entry)| RouteInfo {
                 service: service.clone(),
                 route: entry.route.clone(),
-                bound: entry.proxy.local_addr(),
+                bound: listeners
+                    .get(&entry.route.listen)
+                    .map_or(entry.route.listen, Proxy::local_addr),
                 backends: entry.backends(),
-                gate: Gate::from_proxy(&entry.proxy.gate()),
+                gate: Gate::from_proxy(&entry.lane.gate()),
             })
             .collect())
     }
@@ -343,7 +347,7 @@ impl DataPlane for Fleet {
     ) -> Result<AddOutcome, PlaneError> {
         self.change(service, |entry| {
             entry.note_added(backend);
-            entry.proxy.add_backend(backend.to_proxy())
+            entry.lane.add_backend(backend.to_proxy())
         })
     }
 
@@ -353,7 +357,7 @@ impl DataPlane for Fleet {
         addr: SocketAddr,
     ) -> Result<Vec<SocketAddr>, PlaneError> {
         self.change(service, |entry| {
-            let drain = entry.proxy.remove_backend(addr);
+            let drain = entry.lane.remove_backend(addr);
             entry.keep_drain(drain)
         })
     }
@@ -365,7 +369,7 @@ impl DataPlane for Fleet {
         add: &RouteBackend,
     ) -> Result<Swapped, PlaneError> {
         self.change(service, |entry| {
-            let (added, drain) = entry.proxy.swap_backends(out, add.to_proxy());
+            let (added, drain) = entry.lane.swap_backends(out, add.to_proxy());
             entry.note_added(add);
             let draining = entry.keep_drain(drain);
             Swapped { added, draining }
@@ -392,7 +396,7 @@ impl DataPlane for Fleet {
     }
 
     async fn set_gate(&self, service: &str, gate: &Gate) -> Result<(), PlaneError> {
-        self.change(service, |entry| gate.apply(&entry.proxy))
+        self.change(service, |entry| gate.apply(&entry.lane))
     }
 
     async fn stats(&self) -> Result<Vec<ServiceStats>, PlaneError> {
@@ -401,40 +405,10 @@ impl DataPlane for Fleet {
             .iter()
             .map(|(service, entry)| ServiceStats {
                 service: service.clone(),
-                totals: entry.proxy.totals(),
-                groups: entry.proxy.group_stats(),
-                backends: entry.proxy.stats(),
+                totals: entry.lane.totals(),
+                groups: entry.lane.group_stats(),
+                backends: entry.lane.stats(),
             })
             .collect())
-    }
-}
-
-impl Fleet {
-    async fn replace_route(&self, service: &str, route: &Route) -> Result<RouteSet, PlaneError> {
-        let (old_route, old_proxy, backends) = {
-            let routes = self.lock();
-            let old = routes
-                .get(service)
-                .ok_or_else(|| PlaneError::UnknownService(service.to_owned()))?;
-            (old.route.clone(), old.proxy.clone(), old.backends())
-        };
-        let proxy = rebind(service, route, &old_route, &old_proxy).await?;
-        drop(proxy.replace_backends(backends.iter().map(RouteBackend::to_proxy).collect()));
-        Gate::from_proxy(&old_proxy.gate()).apply(&proxy);
-        let bound = proxy.local_addr();
-        if let Some(entry) = self.lock().get_mut(service) {
-            entry.route = route.clone();
-            entry.proxy = proxy;
-        }
-        old_proxy.stop_accepting();
-        tokio::spawn(async move {
-            let report = old_proxy.shutdown(REPLACED_GRACE).await;
-            tracing::debug!(cut = report.cut, "the replaced proxy finished");
-        });
-        tracing::info!(%service, listen = %bound, "route settings changed");
-        Ok(RouteSet {
-            change: RouteChange::Replaced,
-            bound,
-        })
     }
 }
