@@ -122,6 +122,14 @@ pub enum ProxyCommand {
         #[arg(long, hide = true)]
         takeover: Option<PathBuf>,
     },
+    /// Send one request of the control API (a JSON object, e.g. '{"v":1,"op":"list"}') and
+    /// print the answer; exits 1 when the proxy refused it.
+    Call {
+        /// The request.
+        request: String,
+        #[command(flatten)]
+        paths: ProxyArgs,
+    },
     /// Print the routes the proxy serves, as JSON.
     Routes {
         #[command(flatten)]

@@ -80,6 +80,9 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
                 proxy::serve(&paths, log, takeover.as_deref()).await
             }
             ProxyCommand::Routes { paths } => proxy::routes(&proxy_paths(paths)?).await,
+            ProxyCommand::Call { request, paths } => {
+                proxy::call(&proxy_paths(paths)?, &request).await
+            }
             ProxyCommand::Upgrade { paths } => proxy::upgrade(&proxy_paths(paths)?).await,
         },
         Command::Status { client } => client::Client::new(&client)?.status().await,

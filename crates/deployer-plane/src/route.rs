@@ -33,6 +33,29 @@ pub struct Route {
     /// `/api/...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
+    /// HTTP only: terminate TLS with this certificate for `hosts` (the listener then serves
+    /// HTTPS, and HTTP/2 by ALPN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RouteTls>,
+}
+
+/// The PEM files of a route's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTls {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// Its private key.
+    pub key: std::path::PathBuf,
+}
+
+impl RouteTls {
+    pub(crate) fn files(&self) -> deployer_proxy::CertFiles {
+        deployer_proxy::CertFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 fn default_connect_ms() -> u64 {
@@ -54,6 +77,7 @@ impl Route {
             response_timeout_ms: default_response_ms(),
             hosts: Vec::new(),
             path_prefix: None,
+            tls: None,
         }
     }
 
@@ -72,6 +96,9 @@ impl Route {
         }
         .with_connect_timeout(Duration::from_millis(self.connect_timeout_ms));
         config.workers = self.workers;
+        if self.tls.is_some() {
+            config.tls = Some(deployer_proxy::CertStore::new());
+        }
         config
     }
 }

@@ -4,6 +4,8 @@
 #   (b) wrk -> deployer-proxy -> nginx                  this crate, workers = PROXY_THREADS
 #   (b') the same, served on a multi-threaded Tokio runtime (workers = 0)
 #   (c) wrk -> nginx reverse proxy (upstream keepalive) -> nginx
+#   (d) wrk -> `deployer proxy run` -> nginx           the daemon's default: the proxy process,
+#       its route set over the control socket, no workers of its own (its runtime)
 # plus the proxy's RSS idle and under 1,000 connections, and errors seen by wrk while the
 # proxy switches 50 times between two nginx backends.
 #
@@ -42,9 +44,10 @@ if (($(ulimit -n) < 4 * MANY_CONNS)); then
     echo "warning: ulimit -n is $(ulimit -n); the $MANY_CONNS-connection step may fail" >&2
 fi
 
-echo "building the bench binary (release)" >&2
-(cd "$repo" && cargo build --release --quiet -p deployer-proxy --example bench_proxy)
+echo "building the bench binary and deployer (release)" >&2
+(cd "$repo" && cargo build --release --quiet -p deployer-proxy --example bench_proxy && cargo build --release --quiet -p deployer-bin)
 PROXY_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/examples/bench_proxy
+DEPLOYER_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/deployer
 
 # --- scratch space and cleanup -------------------------------------------------------------
 work=$(mktemp -d)
@@ -85,6 +88,7 @@ BACKEND_B=$(free_port)
 NGINX_PROXY=$(free_port)
 OUR_PROXY=$(free_port)
 OUR_PROXY_RT=$(free_port)
+OUR_PROCESS=$(free_port)
 
 mkdir -p "$work/www" "$work/tmp"
 head -c 256 /dev/zero | tr '\0' 'x' >"$work/www/index.html"
@@ -156,12 +160,22 @@ pids+=($!)
     --switches "$SWITCHES" --interval-ms "$SWITCH_INTERVAL_MS" >"$work/proxy.out" &
 proxy_pid=$!
 pids+=("$proxy_pid")
-for port in "$BACKEND_A" "$BACKEND_B" "$NGINX_PROXY" "$OUR_PROXY" "$OUR_PROXY_RT"; do
+# (d): the proxy process as `deployer run` starts it, driven over its control socket.
+"$DEPLOYER_BIN" proxy run --socket "$work/proxy.sock" --state "$work/proxy-state.json" \
+    >"$work/proxy-process.log" 2>&1 &
+process_pid=$!
+pids+=("$process_pid")
+control() { "$DEPLOYER_BIN" proxy call --socket "$work/proxy.sock" "$1" >/dev/null; }
+for _ in $(seq 1 200); do control '{"v":1,"op":"hello"}' 2>/dev/null && break; sleep 0.05; done
+control "{\"v\":1,\"op\":\"set_route\",\"service\":\"bench\",\"route\":{\"listen\":\"127.0.0.1:$OUR_PROCESS\"}}"
+control "{\"v\":1,\"op\":\"add_backend\",\"service\":\"bench\",\"backend\":{\"addr\":\"127.0.0.1:$BACKEND_A\"}}"
+
+for port in "$BACKEND_A" "$BACKEND_B" "$NGINX_PROXY" "$OUR_PROXY" "$OUR_PROXY_RT" "$OUR_PROCESS"; do
     wait_for_port "$port"
 done
 
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$proxy_pid/status"; }
-hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$proxy_pid/status"; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/${1:-$proxy_pid}/status"; }
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/${1:-$proxy_pid}/status"; }
 rss_idle_kb=$(rss_kb)
 
 # --- helpers -------------------------------------------------------------------------------
@@ -217,12 +231,13 @@ sleep 1
 read -r rss_burst_kb burst_open burst_fds <<<"$(hold_connections burst)"
 
 # --- (a), (b), (c), interleaved so drift hits all three alike -----------------------------
-labels=(direct deployer-proxy deployer-proxy-rt nginx-proxy)
+labels=(direct deployer-proxy deployer-proxy-rt nginx-proxy deployer-process)
 declare -A url=(
     [direct]="http://127.0.0.1:$BACKEND_A"
     [deployer-proxy]="http://127.0.0.1:$OUR_PROXY"
     [deployer-proxy-rt]="http://127.0.0.1:$OUR_PROXY_RT"
     [nginx-proxy]="http://127.0.0.1:$NGINX_PROXY"
+    [deployer-process]="http://127.0.0.1:$OUR_PROCESS"
 )
 echo "throughput and latency: $REPEAT rounds x ${#labels[@]} targets x $DURATION" >&2
 for label in "${labels[@]}"; do # warm-up: pools, caches
@@ -248,6 +263,19 @@ hwm_many_kb=$(hwm_kb)
 many_rps=$(awk '/^Requests\/sec:/ { print $2 }' "$many_out")
 many_errors=$(($(non2xx "$many_out") + $(socket_errors "$many_out")))
 rss_after_kb=$(rss_kb)
+
+echo "RSS of the proxy process with $MANY_CONNS busy connections" >&2
+process_many_out="$work/wrk-process-many.txt"
+wrk -t"$WRK_THREADS" -c"$MANY_CONNS" -d"$DURATION" --latency "${url[deployer-process]}/index.html" >"$process_many_out" &
+wrk_pid=$!
+rss_process_kb=0
+while kill -0 "$wrk_pid" 2>/dev/null; do
+    sample=$(rss_kb "$process_pid")
+    ((sample > rss_process_kb)) && rss_process_kb=$sample
+    sleep 0.5
+done
+wait "$wrk_pid"
+process_many_errors=$(($(non2xx "$process_many_out") + $(socket_errors "$process_many_out")))
 
 # --- 50 switches under load -----------------------------------------------------------------
 echo "$SWITCHES switches under load" >&2
@@ -281,6 +309,8 @@ thr_ratio=$(ratio "$m_rps_deployer_proxy" "$m_rps_nginx_proxy")
 p99_ratio=$(ratio "$m_p99_deployer_proxy" "$m_p99_nginx_proxy")
 thr_ratio_rt=$(ratio "$m_rps_deployer_proxy_rt" "$m_rps_nginx_proxy")
 p99_ratio_rt=$(ratio "$m_p99_deployer_proxy_rt" "$m_p99_nginx_proxy")
+thr_ratio_process=$(ratio "$m_rps_deployer_process" "$m_rps_nginx_proxy")
+p99_ratio_process=$(ratio "$m_p99_deployer_process" "$m_p99_nginx_proxy")
 
 cat <<EOF
 
@@ -293,11 +323,15 @@ Load: \`wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency\` per target, $REPEAT 
 | (b) deployer-proxy, $PROXY_THREADS workers | $m_rps_deployer_proxy | $(ms "$m_p50_deployer_proxy") | $(ms "$m_p99_deployer_proxy") | ${errs[deployer-proxy]} |
 | (b') deployer-proxy on a $PROXY_THREADS-thread runtime | $m_rps_deployer_proxy_rt | $(ms "$m_p50_deployer_proxy_rt") | $(ms "$m_p99_deployer_proxy_rt") | ${errs[deployer-proxy-rt]} |
 | (c) nginx reverse proxy | $m_rps_nginx_proxy | $(ms "$m_p50_nginx_proxy") | $(ms "$m_p99_nginx_proxy") | ${errs[nginx-proxy]} |
+| (d) \`deployer proxy run\` (the default) | $m_rps_deployer_process | $(ms "$m_p50_deployer_process") | $(ms "$m_p99_deployer_process") | ${errs[deployer-process]} |
 
 Per-round requests/s: direct [${rps[direct]% }], (b) [${rps[deployer-proxy]% }], (b') [${rps[deployer-proxy-rt]% }], nginx-proxy [${rps[nginx-proxy]% }].
 
 | goal | measured | result |
 |---|---|---|
+| (d) throughput >= 100 % of nginx reverse proxy | $(awk -v r="$thr_ratio_process" 'BEGIN { printf "%.0f %%", r * 100 }') | $(verdict "$(awk -v r="$thr_ratio_process" 'BEGIN { print (r >= 1.0) }')") |
+| (d) p99 <= 1.1x nginx reverse proxy | ${p99_ratio_process}x | $(verdict "$(awk -v r="$p99_ratio_process" 'BEGIN { print (r <= 1.1) }')") |
+| (d) RSS <= 32 MB with $MANY_CONNS busy connections | $(mb "$rss_process_kb") (max sampled VmRSS; $process_many_errors errors) | $(verdict "$((rss_process_kb <= 32768))") |
 | (b) throughput >= 90 % of nginx reverse proxy | $(awk -v r="$thr_ratio" 'BEGIN { printf "%.0f %%", r * 100 }') | $(verdict "$(awk -v r="$thr_ratio" 'BEGIN { print (r >= 0.9) }')") |
 | (b) p99 <= 1.2x nginx reverse proxy | ${p99_ratio}x | $(verdict "$(awk -v r="$p99_ratio" 'BEGIN { print (r <= 1.2) }')") |
 | (b') throughput >= 90 % of nginx reverse proxy | $(awk -v r="$thr_ratio_rt" 'BEGIN { printf "%.0f %%", r * 100 }') | $(verdict "$(awk -v r="$thr_ratio_rt" 'BEGIN { print (r >= 0.9) }')") |

@@ -67,6 +67,9 @@ pub struct ProxyConfig {
     /// request is handed between threads, which costs less CPU and holds up better on a
     /// busy machine. Use it when the proxy carries real traffic; one per core is typical.
     pub workers: usize,
+    /// HTTP only: terminate TLS with these certificates (picked by SNI), offering HTTP/2 and
+    /// HTTP/1.1 by ALPN. `None`: plain HTTP.
+    pub tls: Option<crate::tls::CertStore>,
 }
 
 impl ProxyConfig {
@@ -133,6 +136,9 @@ impl ProxyConfig {
                 ),
             ));
         }
+        if self.mode == Mode::Tcp && self.tls.is_some() {
+            return Err(ProxyError::invalid("tls", "terminates HTTP only, not TCP"));
+        }
         if self.workers > MAX_WORKERS {
             return Err(ProxyError::invalid(
                 "workers",
@@ -176,6 +182,7 @@ impl Default for ProxyConfig {
             pool_max_idle_per_backend: 1024,
             trust_forwarded_headers: false,
             workers: 0,
+            tls: None,
         }
     }
 }

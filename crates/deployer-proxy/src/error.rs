@@ -36,6 +36,12 @@ pub enum ProxyError {
         #[source]
         source: io::Error,
     },
+    /// A certificate or key could not be read, or TLS could not be set up.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What is wrong.
+        reason: String,
+    },
     /// A virtual route could not be added (a bad host or path pattern, a taken name or
     /// match, or a TCP proxy, which cannot see hosts).
     #[error("{reason}")]

@@ -73,6 +73,7 @@ pub(crate) fn add_forwarded(
     client: IpAddr,
     host: Option<HeaderValue>,
     trust: bool,
+    secure: bool,
 ) {
     let client = client.to_canonical().to_string();
     let mut chain = Vec::with_capacity(client.len());
@@ -92,8 +93,8 @@ pub(crate) fn add_forwarded(
     }
 
     if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
-        // The proxy itself only speaks plain HTTP.
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let proto = if secure { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(trust && headers.contains_key(&X_FORWARDED_HOST)) {
         match host {
@@ -188,7 +189,7 @@ mod tests {
         let host = Some(HeaderValue::from_static("app.example"));
 
         let mut untrusted = map(&incoming);
-        add_forwarded(&mut untrusted, client, host.clone(), false);
+        add_forwarded(&mut untrusted, client, host.clone(), false, false);
         assert_eq!(
             untrusted["x-forwarded-for"],
             "192.0.2.1, 198.51.100.7, 10.1.2.3"
@@ -197,7 +198,7 @@ mod tests {
         assert_eq!(untrusted["x-forwarded-host"], "app.example");
 
         let mut trusted = map(&incoming);
-        add_forwarded(&mut trusted, client, host, true);
+        add_forwarded(&mut trusted, client, host, true, false);
         assert_eq!(trusted["x-forwarded-proto"], "https");
         assert_eq!(trusted["x-forwarded-host"], "forged.example");
     }
@@ -206,12 +207,12 @@ mod tests {
     fn forwarded_for_uses_plain_ipv4_for_mapped_addresses_and_drops_forged_host() {
         let mapped = IpAddr::V6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped());
         let mut headers = map(&[("x-forwarded-host", "forged.example")]);
-        add_forwarded(&mut headers, mapped, None, false);
+        add_forwarded(&mut headers, mapped, None, false, false);
         assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
         assert!(!headers.contains_key("x-forwarded-host"));
 
         let mut v6 = HeaderMap::new();
-        add_forwarded(&mut v6, IpAddr::V6(Ipv6Addr::LOCALHOST), None, false);
+        add_forwarded(&mut v6, IpAddr::V6(Ipv6Addr::LOCALHOST), None, false, true);
         assert_eq!(v6["x-forwarded-for"], "::1");
     }
 }

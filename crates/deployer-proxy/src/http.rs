@@ -14,10 +14,11 @@ use http::header::{CONTENT_TYPE, EXPECT, HOST, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -36,6 +37,10 @@ const MAX_OTHER_BACKENDS: u32 = 2;
 #[derive(Debug)]
 pub(crate) struct HttpSettings {
     server: http1::Builder,
+    /// HTTP/2 over TLS (negotiated by ALPN).
+    server_h2: http2::Builder<TokioExecutor>,
+    /// Bounds a TLS handshake too.
+    header_timeout: Duration,
     response_timeout: Duration,
     empty_hold: Duration,
     trust_forwarded: bool,
@@ -48,8 +53,12 @@ impl HttpSettings {
             .timer(TokioTimer::new())
             .header_read_timeout(config.client_header_timeout)
             .keep_alive(true);
+        let mut server_h2 = http2::Builder::new(TokioExecutor::new());
+        server_h2.timer(TokioTimer::new());
         Self {
             server,
+            server_h2,
+            header_timeout: config.client_header_timeout,
             response_timeout: config.response_timeout,
             empty_hold: config.empty_hold,
             trust_forwarded: config.trust_forwarded_headers,
@@ -59,9 +68,17 @@ impl HttpSettings {
 
 /// Serves one client connection until it closes, the proxy shuts down gracefully (the
 /// request in flight finishes first), or shutdown is forced.
-pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve_connection<I>(
+    shared: Arc<Shared>,
+    stream: I,
+    peer: SocketAddr,
+    secure: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let for_service = Arc::clone(&shared);
-    let service = service_fn(move |request| forward(Arc::clone(&for_service), peer, request));
+    let service =
+        service_fn(move |request| forward(Arc::clone(&for_service), peer, secure, request));
     let mut connection = pin!(
         shared
             .http
@@ -85,10 +102,65 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, pee
     }
 }
 
+/// Completes the TLS handshake (bounded like a request head), then serves HTTP/2 or HTTP/1.1
+/// as ALPN settled.
+pub(crate) async fn serve_tls(
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let tls = match tokio::time::timeout(shared.http.header_timeout, acceptor.accept(stream)).await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake took too long");
+            return;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(shared, tls, peer).await;
+    } else {
+        serve_connection(shared, tls, peer, true).await;
+    }
+}
+
+async fn serve_h2<I>(shared: Arc<Shared>, stream: I, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let for_service = Arc::clone(&shared);
+    let service = service_fn(move |request| forward(Arc::clone(&for_service), peer, true, request));
+    let mut connection = pin!(
+        shared
+            .http
+            .server_h2
+            .serve_connection(TokioIo::new(stream), service)
+    );
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shared.graceful.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = shared.hard.cancelled() => return,
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "HTTP/2 client connection ended with an error");
+    }
+}
+
 /// Forwards one request. Never fails: every problem becomes a short plain-text response.
 async fn forward(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    secure: bool,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     // From arrival: a wait for a backend to join is part of what the client waits.
@@ -151,6 +223,7 @@ async fn forward(
         peer,
         upgrade,
         shared.http.trust_forwarded,
+        secure,
     );
 
     // Bounded: with several backends dead at once, a request is not passed around forever.
@@ -277,6 +350,7 @@ fn upstream_request(
     peer: SocketAddr,
     upgrade: Option<HeaderValue>,
     trust_forwarded: bool,
+    secure: bool,
 ) -> Request<RequestBody> {
     let (mut parts, body) = request.into_parts();
     // An absolute-form target overrides Host (RFC 9112 §3.2.2).
@@ -301,7 +375,7 @@ fn upstream_request(
     // HTTP/1.1 requires Host; an HTTP/1.0 client may not have sent one.
     let host_to_backend = host.clone().unwrap_or_else(|| backend_host.clone());
     parts.headers.insert(HOST, host_to_backend);
-    headers::add_forwarded(&mut parts.headers, peer.ip(), host, trust_forwarded);
+    headers::add_forwarded(&mut parts.headers, peer.ip(), host, trust_forwarded, secure);
     Request::from_parts(parts, RequestBody::Client(body))
 }
 

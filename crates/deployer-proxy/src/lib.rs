@@ -71,6 +71,7 @@ mod routes;
 mod server;
 mod stats;
 mod tcp;
+mod tls;
 mod upstream;
 mod worker;
 
@@ -96,6 +97,7 @@ use crate::server::Shared;
 pub use crate::stats::{
     BackendState, BackendStats, ClassCounts, GroupStats, ProxyTotals, ResponseClass,
 };
+pub use crate::tls::{CertFiles, CertStore};
 
 /// A handle to a running proxy; cheap to clone, every clone controls the same proxy.
 ///
@@ -119,6 +121,7 @@ struct Handle {
     /// keeps the socket open when its accept loop stops, so that connections queued on it
     /// wait for a successor instead of being reset; `shutdown` closes these.
     listeners: Mutex<Vec<std::net::TcpListener>>,
+    certs: Option<CertStore>,
 }
 
 /// A proxy steers its own lane directly: `proxy.add_backend(..)`, `proxy.stats()`, ...
@@ -187,7 +190,7 @@ impl Proxy {
             .map(std::net::TcpListener::try_clone)
             .collect::<io::Result<Vec<_>>>()
             .map_err(bind_error)?;
-        let shared = Arc::new(Shared::new(&config));
+        let shared = Arc::new(Shared::new(&config)?);
         let stop_accepting = shared.graceful.child_token();
         let started = if config.workers == 0 {
             server::spawn_accept_loops(listeners, &shared, &stop_accepting).map_err(bind_error)
@@ -211,6 +214,7 @@ impl Proxy {
                 stop_accepting,
                 accept_loops: Mutex::new(accept_loops),
                 listeners: Mutex::new(held),
+                certs: config.tls.clone(),
             }),
         })
     }
@@ -260,6 +264,11 @@ impl Proxy {
     /// The address actually bound (useful when the configured port was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The certificates it serves, when it terminates TLS.
+    pub fn certs(&self) -> Option<&CertStore> {
+        self.inner.certs.as_ref()
     }
 
     /// The proxy's own lane (what the proxy dereferences to).

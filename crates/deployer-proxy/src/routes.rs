@@ -64,7 +64,7 @@ impl RouteMatch {
     }
 
     /// How well a request matches, higher is better; `None` when it does not.
-    fn score(&self, host: &str, path: &str) -> Option<(u8, usize, usize)> {
+    pub(crate) fn score(&self, host: &str, path: &str) -> Option<(u8, usize, usize)> {
         let host_rank = if self.hosts.is_empty() {
             Some((0, 0))
         } else {

@@ -50,17 +50,25 @@ pub(crate) struct Shared {
     /// TCP mode's connect timeout (HTTP mode's lives in each backend's connector).
     pub(crate) connect_timeout: Duration,
     pub(crate) http: HttpSettings,
+    /// TLS termination, when the listener serves HTTPS.
+    pub(crate) tls: Option<crate::tls::Acceptor>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: &ProxyConfig) -> Self {
+    pub(crate) fn new(config: &ProxyConfig) -> Result<Self, ProxyError> {
+        let tls = match &config.tls {
+            Some(store) => Some(crate::tls::Acceptor(tokio_rustls::TlsAcceptor::from(
+                store.server_config()?,
+            ))),
+            None => None,
+        };
         let upstream = (config.mode == Mode::Http).then(|| UpstreamSettings::from_config(config));
         let main = Lane::new(upstream.clone());
         for addr in &config.backends {
             main.add_backend(*addr);
         }
         let hard = CancellationToken::new();
-        Self {
+        Ok(Self {
             mode: config.mode,
             main,
             routes: RouteTable::default(),
@@ -70,7 +78,8 @@ impl Shared {
             hard,
             connect_timeout: config.connect_timeout,
             http: HttpSettings::from_config(config),
-        }
+            tls,
+        })
     }
 
     /// Every lane: the proxy's own, then the virtual routes'.
@@ -178,9 +187,14 @@ pub(crate) async fn accept_loop(
         let connection_shared = Arc::clone(&shared);
         shared.tasks.spawn(async move {
             let _open = open;
-            match connection_shared.mode {
-                Mode::Http => http::serve_connection(connection_shared, stream, peer).await,
-                Mode::Tcp => tcp::serve_connection(connection_shared, stream, peer).await,
+            match (connection_shared.mode, connection_shared.tls.clone()) {
+                (Mode::Http, Some(acceptor)) => {
+                    http::serve_tls(connection_shared, acceptor.0, stream, peer).await;
+                }
+                (Mode::Http, None) => {
+                    http::serve_connection(connection_shared, stream, peer, false).await;
+                }
+                (Mode::Tcp, _) => tcp::serve_connection(connection_shared, stream, peer).await,
             }
         });
     }

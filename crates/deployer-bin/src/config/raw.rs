@@ -298,6 +298,16 @@ pub struct RawProxy {
     pub hosts: Vec<String>,
     /// Paths this service takes on a shared listener.
     pub path_prefix: Option<String>,
+    /// The certificate its listener terminates TLS with.
+    pub tls: Option<RawCertFiles>,
+}
+
+/// PEM files of a certificate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -519,6 +519,10 @@ impl Validator<'_> {
                     )
                     .and_then(|h| h.with_workers(p.workers.unwrap_or(0)))
                     .and_then(|h| h.with_routing(p.hosts.clone(), p.path_prefix.clone()))
+                    .and_then(|h| match &p.tls {
+                        Some(tls) => h.with_tls(tls.cert.clone(), tls.key.clone()),
+                        None => Ok(h),
+                    })
                     .map_err(|e| (e.field.to_string(), e.problem))?,
                 )
             }
@@ -685,6 +689,15 @@ impl Validator<'_> {
         before: &[(SocketAddr, usize, &super::raw::RawProxy)],
     ) {
         let routed = |q: &super::raw::RawProxy| !q.hosts.is_empty() || q.path_prefix.is_some();
+        if let Some(tls) = &p.tls {
+            let files = deployer_proxy::CertFiles {
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+            };
+            if let Err(e) = deployer_proxy::CertStore::check(&files) {
+                self.problem(format!("service[{n}].proxy.tls"), e.to_string());
+            }
+        }
         if routed(p)
             && let Err(e) =
                 deployer_proxy::RouteMatch::new(&p.hosts, p.path_prefix.as_deref().unwrap_or("/"))

@@ -69,6 +69,43 @@ pub async fn routes(paths: &ProxyPaths) -> Result<(), Exit> {
     Ok(())
 }
 
+/// `deployer proxy call`: one raw request of the control API, its answer printed as it came.
+pub async fn call(paths: &ProxyPaths, request: &str) -> Result<(), Exit> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let unavailable = |e: std::io::Error| {
+        Exit::unavailable(anyhow!(
+            "the proxy's control socket {}: {e}",
+            paths.socket.display()
+        ))
+    };
+    if request.contains('\n') {
+        return Err(Exit::usage(anyhow!("a request is one line of JSON")));
+    }
+    let stream = tokio::net::UnixStream::connect(&paths.socket)
+        .await
+        .map_err(unavailable)?;
+    let (read, mut write) = stream.into_split();
+    write
+        .write_all(format!("{request}\n").as_bytes())
+        .await
+        .map_err(unavailable)?;
+    let mut answer = String::new();
+    BufReader::new(read)
+        .read_line(&mut answer)
+        .await
+        .map_err(unavailable)?;
+    print!("{answer}");
+    let ok = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v["ok"].as_bool())
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(Exit::failure(anyhow!("the proxy refused the request")))
+    }
+}
+
 /// `deployer proxy upgrade`: a new proxy process takes the listeners over without a gap.
 pub async fn upgrade(paths: &ProxyPaths) -> Result<(), Exit> {
     let client = ControlClient::new(&paths.socket);

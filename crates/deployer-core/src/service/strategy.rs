@@ -65,6 +65,9 @@ pub struct Handover {
     /// HTTP only: the paths it takes on a shared listener.
     #[serde(default)]
     path_prefix: Option<String>,
+    /// HTTP only: the PEM certificate and key its listener terminates TLS with.
+    #[serde(default)]
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Handover {
@@ -93,7 +96,30 @@ impl Handover {
             workers: 0,
             hosts: Vec::new(),
             path_prefix: None,
+            tls: None,
         })
+    }
+
+    /// Terminates TLS with the PEM files `cert` and `key` (for its `hosts`, picked by SNI).
+    /// HTTP only. (The proxy reads and checks the files.)
+    pub fn with_tls(
+        mut self,
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    ) -> Result<Self, SpecError> {
+        if self.protocol != ProxyProtocol::Http {
+            return Err(SpecError::invalid(
+                "proxy.tls",
+                "TLS termination needs protocol = \"http\"",
+            ));
+        }
+        self.tls = Some((cert, key));
+        Ok(self)
+    }
+
+    /// The certificate and key files, when it terminates TLS.
+    pub fn tls(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        self.tls.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))
     }
 
     /// Shares the listener with other services: this one takes requests for `hosts` (exact,

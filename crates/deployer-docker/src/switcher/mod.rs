@@ -279,6 +279,10 @@ impl DockerSwitcher {
             response_timeout_ms: millis(self.config.proxy_response_timeout),
             hosts: handover.hosts().to_vec(),
             path_prefix: handover.path_prefix().map(str::to_owned),
+            tls: handover.tls().map(|(cert, key)| deployer_plane::RouteTls {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            }),
         };
         let set = self
             .plane

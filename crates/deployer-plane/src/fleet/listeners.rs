@@ -30,6 +30,7 @@ impl Fleet {
             }
         };
         let refused = |reason: String| PlaneError::Refused(reason);
+        install_cert(service, route, &proxy)?;
         if route.is_virtual() {
             let matcher =
                 RouteMatch::new(&route.hosts, route.path_prefix.as_deref().unwrap_or("/"))
@@ -74,6 +75,9 @@ impl Fleet {
             self.listeners_lock().remove(&route.listen);
             return proxy.shutdown(grace).await;
         }
+        if let Some(certs) = proxy.certs() {
+            certs.remove(service);
+        }
         let drain = match route.is_virtual() {
             true => proxy.remove_route(service),
             false => Some(lane.replace_backends(Vec::<SocketAddr>::new())),
@@ -117,9 +121,26 @@ impl Fleet {
             .map(std::net::TcpListener::from)
             .collect();
         let new = bind(service, route, inherited).await?;
+        install_cert(service, route, &new)?;
         self.listeners_lock().insert(route.listen, new.clone());
         Ok((old, new))
     }
+}
+
+/// Serves `route`'s certificate on `proxy`, which must terminate TLS if the route has one.
+fn install_cert(service: &str, route: &Route, proxy: &Proxy) -> Result<(), PlaneError> {
+    let Some(tls) = &route.tls else {
+        return Ok(());
+    };
+    let Some(certs) = proxy.certs() else {
+        return Err(PlaneError::Refused(format!(
+            "service {service}: {} serves plain HTTP, so it cannot take a certificate (its first route had none)",
+            route.listen
+        )));
+    };
+    certs
+        .insert(service, &route.hosts, tls.files())
+        .map_err(|e| PlaneError::Refused(format!("service {service}: {e}")))
 }
 
 fn bind_error(service: &str, route: &Route, reason: String) -> PlaneError {

@@ -16,4 +16,5 @@ mod routes;
 mod shutdown;
 mod support;
 mod tcp;
+mod tls;
 mod workers;
