@@ -307,3 +307,82 @@ async fn a_repair_of_a_dead_live_container_is_reported_with_its_cause() {
     assert_eq!(env.count(Outcome::Repaired), 1);
     running.stop().await;
 }
+
+/// `web` as a canary: 20 % of clients for a 2-minute hold.
+fn canary(name: &str, image: &str) -> deployer_core::ServiceSpec {
+    use deployer_core::service::{Canary, Strategy};
+    let spec = handover(name, image);
+    let handover = spec.strategy().handover().unwrap().clone();
+    let canary = Canary::new(handover, 20, CANARY_HOLD, Some("x-canary".into())).unwrap();
+    deployer_core::ServiceSpec::builder(name, image.parse().unwrap())
+        .strategy(Strategy::Canary(canary))
+        .health(spec.health().clone())
+        .build()
+        .unwrap()
+}
+
+const CANARY_HOLD: std::time::Duration = std::time::Duration::from_secs(120);
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_shares_traffic_for_its_hold_then_takes_it_all() {
+    let env = Env::new();
+    let running = env.start(vec![canary("web", IMAGE)], 4);
+    env.publish(IMAGE, 1).await;
+    env.report("v1", is("web", Outcome::Succeeded)).await;
+    env.publish(IMAGE, 2).await;
+    until("v2 on hold", || {
+        running.handle.service("web").unwrap().status.state == ServiceState::Watching
+    })
+    .await;
+    let holding = tokio::time::Instant::now();
+    {
+        let world = env.switcher.world();
+        assert_eq!(world.all(&name("web")).len(), 2, "v1 runs beside the canary");
+        assert!(
+            !world.calls.iter().any(|c| c.op == "retire"),
+            "nothing retired during the hold"
+        );
+    }
+    env.report("v2", |r| {
+        r.outcome == Outcome::Succeeded && r.to == Some(digest(2))
+    })
+    .await;
+    assert!(
+        holding.elapsed() >= CANARY_HOLD - std::time::Duration::from_secs(2),
+        "the canary held for {:?}",
+        holding.elapsed()
+    );
+    assert_eq!(env.switcher.world().all(&name("web")).len(), 1);
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_that_fails_during_its_hold_is_rolled_back_and_the_old_build_never_stopped() {
+    let env = Env::new();
+    // Healthy for the rollout's probe and one of the hold's, then dead.
+    env.switcher.world().crashes_after.insert(digest(2), 2);
+    let running = env.start(vec![canary("web", IMAGE)], 4);
+    env.publish(IMAGE, 1).await;
+    env.report("v1", is("web", Outcome::Succeeded)).await;
+    let started = tokio::time::Instant::now();
+    env.publish(IMAGE, 2).await;
+    let report = env
+        .report("v2", |r| r.outcome.is_final() && r.to == Some(digest(2)))
+        .await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    assert!(started.elapsed() < CANARY_HOLD, "caught within the hold");
+    let world = env.switcher.world();
+    let v1 = world
+        .all(&name("web"))
+        .into_iter()
+        .find(|id| id.generation.0 == 1)
+        .expect("v1 still there");
+    assert!(
+        !world
+            .calls
+            .iter()
+            .any(|c| c.op == "retire" && c.instance == Some(v1)),
+        "v1 was never stopped"
+    );
+    running.stop().await;
+}

@@ -22,5 +22,5 @@ pub use control::lock::{LockError, SocketLock};
 pub use control::server::{ControlServer, Upgrader};
 pub use fleet::Fleet;
 pub use plane::{DataPlane, PlaneError, RouteChange, RouteSet, ServiceStats, Swapped};
-pub use route::{Gate, Route, RouteBackend, RouteInfo, RouteTls};
+pub use route::{Gate, Route, RouteBackend, RouteInfo, RouteSplit, RouteTls};
 pub use state::{Loaded, SavedRoute, SavedState, StateFile};

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use deployer_proxy::{AddOutcome, BackendStats, DrainReport, GroupStats, ProxyTotals};
 use serde::{Deserialize, Serialize};
 
-use crate::route::{Gate, Route, RouteBackend, RouteInfo};
+use crate::route::{Gate, Route, RouteBackend, RouteInfo, RouteSplit};
 
 /// Why a data-plane call failed.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +153,10 @@ pub trait DataPlane: Send + Sync + std::fmt::Debug {
 
     /// Sets what new requests of `service` meet.
     async fn set_gate(&self, service: &str, gate: &Gate) -> Result<(), PlaneError>;
+
+    /// Sends a share of `service`'s clients to one group of its backends (a canary), or ends
+    /// the split (`None`).
+    async fn set_split(&self, service: &str, split: Option<&RouteSplit>) -> Result<(), PlaneError>;
 
     /// Every route's counters.
     async fn stats(&self) -> Result<Vec<ServiceStats>, PlaneError>;

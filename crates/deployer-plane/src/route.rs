@@ -184,6 +184,38 @@ impl Gate {
     }
 }
 
+/// A canary split of a route: a share of clients, sticky per client, go to the backends of
+/// `group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSplit {
+    /// The canary's group (its generation, e.g. `g5`).
+    pub group: String,
+    /// The share of clients, 0 to 100.
+    pub percent: u8,
+    /// A header testers pick a side with (`always` / `never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+impl RouteSplit {
+    pub(crate) fn to_proxy(&self) -> deployer_proxy::Split {
+        deployer_proxy::Split {
+            group: self.group.clone(),
+            percent: self.percent.min(100),
+            header: self.header.clone(),
+        }
+    }
+
+    pub(crate) fn from_proxy(split: &deployer_proxy::Split) -> Self {
+        Self {
+            group: split.group.clone(),
+            percent: split.percent,
+            header: split.header.clone(),
+        }
+    }
+}
+
 /// A route as the data plane serves it now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteInfo {
@@ -197,6 +229,9 @@ pub struct RouteInfo {
     pub backends: Vec<RouteBackend>,
     /// What new requests meet.
     pub gate: Gate,
+    /// The canary split in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<RouteSplit>,
 }
 
 #[cfg(test)]

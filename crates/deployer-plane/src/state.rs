@@ -35,6 +35,9 @@ pub struct SavedRoute {
     /// What new requests meet.
     #[serde(default)]
     pub gate: Gate,
+    /// A canary split in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<crate::route::RouteSplit>,
 }
 
 /// What [`StateFile::load`] found.
@@ -131,6 +134,7 @@ mod tests {
                 route,
                 backends: vec![backend],
                 gate: Gate::Open,
+                split: None,
             },
         )])
     }

@@ -15,6 +15,13 @@ use crate::groups::{Backend, Group, Groups};
 use crate::stats::{BackendState, BackendStats, Counters, GroupStats, ResponseClass, Totals, load};
 use crate::upstream::{HttpUpstream, UpstreamSettings};
 
+/// One side of a traffic split: the backends of `group` (the canary) or the others.
+#[derive(Debug, Clone)]
+pub(crate) struct Side {
+    pub(crate) group: Arc<str>,
+    pub(crate) canary: bool,
+}
+
 /// What [`Proxy::add_backend`](crate::Proxy::add_backend) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -284,16 +291,39 @@ impl Pool {
         Some((backend, guard))
     }
 
-    /// Like [`Self::pick`] (or [`Self::pick_other`] when `failed` is given), but while there
-    /// is no such backend, waits up to `hold` for one to join.
+    /// Round robin among the backends on `side` of a traffic split (in its group or not);
+    /// among all of them when that side has none live.
+    pub(crate) fn pick_side(&self, side: &Side) -> Option<(Arc<Route>, ActiveGuard)> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        if routes.is_empty() {
+            return None;
+        }
+        let on_side = |b: &&Arc<Route>| (b.tracker.group.name() == &*side.group) == side.canary;
+        let count = routes.iter().filter(on_side).count();
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let backend = if count == 0 {
+            &routes[turn % routes.len()]
+        } else {
+            routes.iter().filter(on_side).nth(turn % count)?
+        };
+        let backend = Arc::clone(backend);
+        let guard = ActiveGuard::start(&backend.tracker);
+        Some((backend, guard))
+    }
+
+    /// Like [`Self::pick`] ([`Self::pick_side`] with a `side`, [`Self::pick_other`] when
+    /// `failed` is given), but while there is no such backend, waits up to `hold` for one to
+    /// join.
     pub(crate) async fn pick_within(
         &self,
         failed: Option<SocketAddr>,
         hold: std::time::Duration,
+        side: Option<&Side>,
     ) -> Option<(Arc<Route>, ActiveGuard)> {
-        let pick = || match failed {
-            Some(failed) => self.pick_other(failed),
-            None => self.pick(),
+        let pick = || match (failed, side) {
+            (Some(failed), _) => self.pick_other(failed),
+            (None, Some(side)) => self.pick_side(side),
+            (None, None) => self.pick(),
         };
         if let Some(picked) = pick() {
             return Some(picked);

@@ -51,6 +51,12 @@ pub(crate) struct Group {
     pub(crate) counters: Counters,
 }
 
+impl Group {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// Every group ever used, in order of first use. Kept for the proxy's lifetime: a group is
 /// a handful of counters, and dropping one would make its totals go backwards if a backend
 /// joined it again (a rollback to an earlier release).

@@ -195,8 +195,18 @@ async fn forward(
             ));
         }
     }
-    let Some((mut backend, mut guard)) =
-        lane.pool().pick_within(None, shared.http.empty_hold).await
+    let split = lane.active_split();
+    let (side, new_client_cookie) = match &split {
+        Some(split) => {
+            let (side, cookie) = split.decide(request.headers());
+            (Some(side), cookie)
+        }
+        None => (None, None),
+    };
+    let Some((mut backend, mut guard)) = lane
+        .pool()
+        .pick_within(None, shared.http.empty_hold, side.as_ref())
+        .await
     else {
         lane.totals_ref().no_backend.fetch_add(1, Ordering::Relaxed);
         return Ok(text_response(
@@ -266,7 +276,7 @@ async fn forward(
                     && other_tries > 0
                     && let Some((next, next_guard)) = lane
                         .pool()
-                        .pick_within(Some(backend.addr()), shared.http.empty_hold)
+                        .pick_within(Some(backend.addr()), shared.http.empty_hold, None)
                         .await
                 {
                     other_tries -= 1;
@@ -310,6 +320,9 @@ async fn forward(
             }
             let (mut parts, body) = response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
+            if let Some(cookie) = new_client_cookie {
+                parts.headers.append(http::header::SET_COOKIE, cookie);
+            }
             Ok(Response::from_parts(
                 parts,
                 ProxyBody::upstream(body, guard, lease),

@@ -3,13 +3,14 @@
 //! for each request by its Host and path (see [`crate::RouteMatch`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::backends::{AddOutcome, Pool, Tracker};
 use crate::drain::Drain;
 use crate::gate::{Gate, GateState};
 use crate::groups::Backend;
+use crate::split::{ActiveSplit, Split};
 use crate::stats::{BackendStats, GroupStats, ProxyTotals, Totals};
 use crate::upstream::UpstreamSettings;
 
@@ -25,6 +26,8 @@ pub(crate) struct LaneInner {
     pub(crate) pool: Pool,
     pub(crate) gate: Gate,
     pub(crate) totals: Arc<Totals>,
+    /// A canary split in force; read per request, set twice per canary.
+    split: RwLock<Option<Arc<ActiveSplit>>>,
 }
 
 impl Lane {
@@ -35,6 +38,7 @@ impl Lane {
                 pool: Pool::new(Arc::clone(&totals), upstream),
                 gate: Gate::new(),
                 totals,
+                split: RwLock::new(None),
             }),
         }
     }
@@ -53,6 +57,29 @@ impl Lane {
 
     pub(crate) fn trackers(&self) -> Vec<Arc<Tracker>> {
         self.inner.pool.trackers()
+    }
+
+    /// Sends a share of clients to the backends of one group (a canary), sticky per client;
+    /// `None` ends the split, and requests go round robin over every backend again.
+    pub fn split_traffic(&self, split: Option<Split>) {
+        *self
+            .inner
+            .split
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = split.map(|s| Arc::new(ActiveSplit::new(s)));
+    }
+
+    /// The split in force.
+    pub fn split(&self) -> Option<Split> {
+        self.active_split().map(|s| s.split().clone())
+    }
+
+    pub(crate) fn active_split(&self) -> Option<Arc<ActiveSplit>> {
+        self.inner
+            .split
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The live backends, in round-robin order.

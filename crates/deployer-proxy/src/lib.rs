@@ -69,6 +69,7 @@ mod lane;
 mod latency;
 mod routes;
 mod server;
+mod split;
 mod stats;
 mod tcp;
 mod tls;
@@ -94,6 +95,7 @@ pub use crate::lane::Lane;
 pub use crate::latency::{LATENCY_BOUNDS, LatencyHistogram};
 pub use crate::routes::RouteMatch;
 use crate::server::Shared;
+pub use crate::split::{CANARY_COOKIE, Split};
 pub use crate::stats::{
     BackendState, BackendStats, ClassCounts, GroupStats, ProxyTotals, ResponseClass,
 };

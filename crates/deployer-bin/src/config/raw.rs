@@ -253,6 +253,8 @@ pub struct RawService {
     pub strategy: Option<StrategyKind>,
     pub replicas: Option<u32>,
     pub proxy: Option<RawProxy>,
+    /// The canary strategy's share, hold and tester header.
+    pub canary: Option<RawCanary>,
     pub health: Option<RawHealth>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
@@ -280,8 +282,22 @@ pub struct RawService {
 #[serde(rename_all = "snake_case")]
 pub enum StrategyKind {
     Handover,
+    Canary,
     Recreate,
     Stop,
+}
+
+/// `[service.canary]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    /// The share of clients sent to the candidate, 1 to 99.
+    pub percent: u8,
+    /// How long it shares traffic before it takes all of it.
+    #[serde(with = "humantime_serde")]
+    pub hold: Duration,
+    /// The header testers pick a side with (`always` / `never`).
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use deployer_core::service::{
-    BuildSpec, ContainerTemplate, Handover, HealthCheck, Probe, ProxyProtocol, ServiceSpec,
+    BuildSpec, Canary, ContainerTemplate, Handover, HealthCheck, Probe, ProxyProtocol, ServiceSpec,
     Strategy, Timeouts,
 };
 use deployer_core::{Backoff, ImageRef};
@@ -504,29 +504,47 @@ impl Validator<'_> {
         } else {
             StrategyKind::Recreate
         });
+        if s.canary.is_some() && strategy_kind != StrategyKind::Canary {
+            return Err(bad(
+                "canary",
+                "only the canary strategy uses [service.canary]; set strategy = \"canary\"".into(),
+            ));
+        }
         let strategy = match (strategy_kind, &s.proxy) {
-            (StrategyKind::Handover, Some(p)) => {
+            (StrategyKind::Handover | StrategyKind::Canary, Some(p)) => {
                 let protocol = match p.protocol.unwrap_or(ProtocolKind::Http) {
                     ProtocolKind::Http => ProxyProtocol::Http,
                     ProtocolKind::Tcp => ProxyProtocol::Tcp,
                 };
-                Strategy::Handover(
-                    Handover::new(
-                        p.listen,
-                        p.container_port,
-                        protocol,
-                        p.max_surge.unwrap_or(1),
-                    )
-                    .and_then(|h| h.with_workers(p.workers.unwrap_or(0)))
-                    .and_then(|h| h.with_routing(p.hosts.clone(), p.path_prefix.clone()))
-                    .and_then(|h| match &p.tls {
-                        Some(tls) => h.with_tls(tls.cert.clone(), tls.key.clone()),
-                        None => Ok(h),
-                    })
-                    .map_err(|e| (e.field.to_string(), e.problem))?,
+                let handover = Handover::new(
+                    p.listen,
+                    p.container_port,
+                    protocol,
+                    p.max_surge.unwrap_or(1),
                 )
+                .and_then(|h| h.with_workers(p.workers.unwrap_or(0)))
+                .and_then(|h| h.with_routing(p.hosts.clone(), p.path_prefix.clone()))
+                .and_then(|h| match &p.tls {
+                    Some(tls) => h.with_tls(tls.cert.clone(), tls.key.clone()),
+                    None => Ok(h),
+                })
+                .map_err(|e| (e.field.to_string(), e.problem))?;
+                match (strategy_kind, &s.canary) {
+                    (StrategyKind::Canary, Some(c)) => Strategy::Canary(
+                        Canary::new(handover, c.percent, c.hold, c.header.clone())
+                            .map_err(|e| (e.field.to_string(), e.problem))?,
+                    ),
+                    (StrategyKind::Canary, None) => {
+                        return Err(bad(
+                            "canary",
+                            "the canary strategy needs a [service.canary] with percent and hold"
+                                .into(),
+                        ));
+                    }
+                    _ => Strategy::Handover(handover),
+                }
             }
-            (StrategyKind::Handover, None) => {
+            (StrategyKind::Handover | StrategyKind::Canary, None) => {
                 return Err(bad(
                     "proxy",
                     "the handover strategy needs a [service.proxy] with listen and container_port"

@@ -19,6 +19,9 @@ use crate::run::{descriptors, logging, signals};
 /// How long what the proxies serve may take to finish when the process stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// Worker threads per listener at most, by default, however many cores the host has.
+const MAX_DEFAULT_WORKERS: usize = 8;
+
 /// How long the old process keeps its accepted connections before closing the idle ones.
 const HANDOVER_SETTLE: Duration = Duration::from_secs(1);
 
@@ -59,7 +62,10 @@ pub async fn serve(
         }
     };
     let state = StateFile::new(&paths.state);
-    let (fleet, loaded) = Fleet::restore_with(state, inherited)
+    // The proxy is all this process runs: one worker thread per core serves each listener
+    // (a route's own `workers` wins), which measured closest to nginx.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let (fleet, loaded) = Fleet::restore_serving(state, inherited, cores.min(MAX_DEFAULT_WORKERS))
         .await
         .map_err(|e| Exit::unavailable_at("proxy.state", paths.state.display(), &e))?;
     match &loaded {

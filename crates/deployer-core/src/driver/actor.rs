@@ -19,7 +19,7 @@ use crate::reconcile::{
     Effect, Input, Machine, Op, OpId, OpResult, Report, SlotOutcome, StatusUpdate, StepError,
 };
 use crate::report::{DeployReport, ServiceStatus};
-use crate::service::{ServiceSpec, Strategy};
+use crate::service::ServiceSpec;
 use crate::shutdown::Shutdown;
 use crate::target::{Halt, Target};
 use crate::time::Timestamp;
@@ -277,7 +277,7 @@ impl Actor {
 
     fn status(&self, update: StatusUpdate) {
         let endpoint = match self.spec.strategy() {
-            Strategy::Handover(h) if update.live.is_some() => Some(h.listen().to_string()),
+            s if update.live.is_some() => s.handover().map(|h| h.listen().to_string()),
             _ => None,
         };
         let status = ServiceStatus {

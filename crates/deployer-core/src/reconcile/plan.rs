@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::model::{Model, Status};
 use super::types::{GenerationRef, InstanceId, InstanceSpec, JournalEntry};
-use crate::service::{ServiceSpec, Strategy};
+use crate::service::{Ordering, ServiceSpec};
 use crate::target::Target;
 
 /// One step of a plan; each maps to one [`super::Op`].
@@ -61,9 +61,9 @@ pub(crate) fn converge(
             .map(|i| (i.spec.id, i.status))
             .collect()
     };
-    let recreate = matches!(spec.strategy(), Strategy::Recreate | Strategy::Stop);
+    let recreate = spec.strategy().ordering() != Ordering::StartFirst;
     let mut stopped_early = Vec::new();
-    let watched = watch && !recreate && !spec.health().watch().is_zero();
+    let watched = watch && !recreate && !spec.strategy().watch_period(spec.health()).is_zero();
     if let Some(to) = to {
         let slots: Vec<u32> = (0..spec.replicas()).collect();
         let batches: Vec<&[u32]> = slots.chunks(spec.surge() as usize).collect();

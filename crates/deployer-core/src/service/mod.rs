@@ -11,5 +11,5 @@ pub use error::SpecError;
 pub use health::{DEFAULT_WATCH, HealthCheck, Probe};
 pub use name::ServiceName;
 pub use spec::{MAX_REPLICAS, ServiceSpec, ServiceSpecBuilder, Timeouts};
-pub use strategy::{Handover, ProxyProtocol, Strategy};
+pub use strategy::{Canary, Handover, Ordering, ProxyProtocol, Strategy};
 pub use template::{BuildSpec, ContainerTemplate};

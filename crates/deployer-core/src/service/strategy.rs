@@ -1,8 +1,9 @@
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::SpecError;
+use super::{HealthCheck, SpecError};
 
 /// How a service moves from one generation to the next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,6 +13,10 @@ pub enum Strategy {
     /// Start the candidate beside the old one, probe it, switch our proxy to it, drain, stop the
     /// old one. Zero downtime; needs the service to sit behind deployer's proxy.
     Handover(Handover),
+    /// Handover in two steps: the candidate first takes a share of clients (sticky per client)
+    /// beside the old build for a hold period, judged by its health and the proxy's counters
+    /// of its requests; then it takes all traffic, or is rolled back.
+    Canary(Canary),
     /// Stop the old container, start the new one with the identical config; if it is unhealthy,
     /// start the old one again. A gap in service, but works for anything.
     Recreate,
@@ -21,10 +26,19 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// The proxy settings, for the handover strategy.
+    /// The proxy settings, for the strategies behind deployer's proxy (handover, canary).
     pub fn handover(&self) -> Option<&Handover> {
         match self {
             Self::Handover(h) => Some(h),
+            Self::Canary(c) => Some(&c.handover),
+            _ => None,
+        }
+    }
+
+    /// The canary settings, for the canary strategy.
+    pub fn canary(&self) -> Option<&Canary> {
+        match self {
+            Self::Canary(c) => Some(c),
             _ => None,
         }
     }
@@ -33,9 +47,106 @@ impl Strategy {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Handover(_) => "handover",
+            Self::Canary(_) => "canary",
             Self::Recreate => "recreate",
             Self::Stop => "stop",
         }
+    }
+
+    /// The order the planner replaces a slot's container in.
+    pub fn ordering(&self) -> Ordering {
+        match self {
+            Self::Handover(_) | Self::Canary(_) => Ordering::StartFirst,
+            Self::Recreate => Ordering::StopFirst,
+            Self::Stop => Ordering::StopOutdated,
+        }
+    }
+
+    /// How long a new generation is watched once it serves, while the old one is kept to go
+    /// back to: the health check's watch for handover, the hold for a canary, none otherwise.
+    pub fn watch_period(&self, health: &HealthCheck) -> Duration {
+        match self {
+            Self::Handover(_) => health.watch(),
+            Self::Canary(c) => c.hold,
+            Self::Recreate | Self::Stop => Duration::ZERO,
+        }
+    }
+
+    /// Whether promoting a new container takes its slot's traffic from the old one at once
+    /// (handover), rather than beside it (a canary shares it until the hold ends).
+    pub fn promote_takes_traffic(&self) -> bool {
+        matches!(self, Self::Handover(_))
+    }
+}
+
+/// How the planner replaces a slot's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ordering {
+    /// Start, probe and promote the new one, then retire the old one (zero downtime).
+    StartFirst,
+    /// Stop the old one first (it keeps its container to go back to), then start the new one.
+    StopFirst,
+    /// Only stop containers of outdated builds; a supervisor starts the new ones.
+    StopOutdated,
+}
+
+/// The canary strategy's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    handover: Handover,
+    percent: u8,
+    hold: Duration,
+    header: Option<String>,
+}
+
+impl Canary {
+    /// `percent` of clients (1 to 99) go to the candidate for `hold` (more than zero), behind
+    /// the proxy of `handover` (HTTP); `header` lets testers pick a side (`always`/`never`).
+    pub fn new(
+        handover: Handover,
+        percent: u8,
+        hold: Duration,
+        header: Option<String>,
+    ) -> Result<Self, SpecError> {
+        if handover.protocol() != ProxyProtocol::Http {
+            return Err(SpecError::invalid(
+                "strategy",
+                "a canary splits HTTP requests: it needs proxy.protocol = \"http\"",
+            ));
+        }
+        if !(1..=99).contains(&percent) {
+            return Err(SpecError::invalid("canary.percent", "must be from 1 to 99"));
+        }
+        if hold.is_zero() {
+            return Err(SpecError::invalid("canary.hold", "must be more than 0s"));
+        }
+        Ok(Self {
+            handover,
+            percent,
+            hold,
+            header,
+        })
+    }
+
+    /// The proxy settings.
+    pub fn handover(&self) -> &Handover {
+        &self.handover
+    }
+
+    /// The share of clients sent to the candidate.
+    pub fn percent(&self) -> u8 {
+        self.percent
+    }
+
+    /// How long the candidate shares traffic before it takes it all.
+    pub fn hold(&self) -> Duration {
+        self.hold
+    }
+
+    /// The header testers pick a side with.
+    pub fn header(&self) -> Option<&str> {
+        self.header.as_deref()
     }
 }
 

@@ -11,7 +11,7 @@ use deployer_core::ports::{FailureKind, Promoted, Removed, Retired, Started, Swi
 use deployer_core::reconcile::{Health, InstanceId, InstanceSpec};
 use deployer_core::service::Handover;
 
-use deployer_plane::RouteBackend;
+use deployer_plane::{PlaneError, RouteBackend, RouteSplit};
 
 use super::container_config::{self, Publish};
 use super::probe::{check, host_addr};
@@ -272,7 +272,13 @@ pub(super) async fn promote(
     // would round-robin between the two meanwhile). A container restarted by its restart
     // policy comes back on a new ephemeral port: its old address leaves in the same step.
     let peers = switcher.slot_peers(service.name(), id);
-    let mut out: Vec<SocketAddr> = peers.iter().map(|(_, a)| *a).collect();
+    // A canary joins beside the old build, which keeps serving the other clients until the
+    // hold ends (its retire then ends the split).
+    let canary = service.strategy().canary().filter(|_| !peers.is_empty());
+    let mut out: Vec<SocketAddr> = match canary {
+        Some(_) => Vec::new(),
+        None => peers.iter().map(|(_, a)| *a).collect(),
+    };
     out.extend(previous.filter(|p| *p != addr));
     // Grouped by generation, so its metrics outlive the ephemeral address.
     let backend = RouteBackend::new(addr, id.generation.to_string());
@@ -281,6 +287,19 @@ pub(super) async fn promote(
         .swap(service.name().as_str(), &out, &backend)
         .await
         .map_err(|e| plane_failed("moving traffic in the proxy failed", Box::new(e)))?;
+    if let Some(canary) = canary {
+        let split = RouteSplit {
+            group: id.generation.to_string(),
+            percent: canary.percent(),
+            header: canary.header().map(str::to_owned),
+        };
+        switcher
+            .plane()
+            .set_split(service.name().as_str(), Some(&split))
+            .await
+            .map_err(|e| plane_failed("splitting traffic in the proxy failed", Box::new(e)))?;
+        tracing::info!(service = %service.name(), instance = %id, percent = canary.percent(), "canary serving a share of clients");
+    }
     let outcome = match swapped.added {
         deployer_proxy::AddOutcome::Added => Promoted::Switched,
         _ => Promoted::AlreadyServing,
@@ -339,6 +358,11 @@ pub(super) async fn retire(
             .map_err(plane_err)?
             .cut
     };
+    if service.strategy().canary().is_some() {
+        end_settled_split(switcher, service)
+            .await
+            .map_err(plane_err)?;
+    }
     let running = container
         .as_ref()
         .and_then(|c| c.state.as_ref())
@@ -383,4 +407,30 @@ pub(super) async fn remove(
         .map_err(engine("remove", service, id))?;
     tracing::debug!(service = %service.name(), instance = %id, ?removed, "removed");
     Ok(removed)
+}
+
+/// Ends a canary's split once one build is left in the proxy: the old one (rolled back) or the
+/// candidate (promoted).
+async fn end_settled_split(
+    switcher: &DockerSwitcher,
+    service: &ServiceSpec,
+) -> Result<(), PlaneError> {
+    let name = service.name().as_str();
+    let plane = switcher.plane();
+    let Some(route) = plane
+        .routes()
+        .await?
+        .into_iter()
+        .find(|r| r.service == name)
+    else {
+        return Ok(());
+    };
+    let mut groups: Vec<&str> = route.backends.iter().map(|b| b.group.as_str()).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    if route.split.is_some() && groups.len() <= 1 {
+        plane.set_split(name, None).await?;
+        tracing::info!(service = %name, serving = ?groups, "canary split ended");
+    }
+    Ok(())
 }

@@ -37,7 +37,7 @@ use deployer_core::ports::{
 use deployer_core::reconcile::{
     Generation, Health, InstanceId, InstanceSpec, Observed, ObservedInstance, RunState,
 };
-use deployer_core::service::{Probe, ProxyProtocol, Strategy};
+use deployer_core::service::{Ordering, Probe, ProxyProtocol};
 use deployer_core::{Digest, ImageRef, ServiceName, ServiceSpec};
 use deployer_plane::{DataPlane, Fleet, PlaneError, Route};
 use deployer_proxy::{GroupStats, Mode, ProxyTotals};
@@ -809,9 +809,9 @@ impl Switcher for DockerSwitcher {
                 service: service.name().to_string(),
                 source: Box::new(e),
             })?;
-        let serving: Vec<bool> = match service.strategy() {
-            Strategy::Handover(h) => handover::serving(self, service, h, &found).await?,
-            _ => found.iter().map(|f| f.running).collect(),
+        let serving: Vec<bool> = match service.strategy().handover() {
+            Some(h) => handover::serving(self, service, h, &found).await?,
+            None => found.iter().map(|f| f.running).collect(),
         };
         let instances = found
             .iter()
@@ -832,16 +832,16 @@ impl Switcher for DockerSwitcher {
         service: &ServiceSpec,
         instance: &InstanceSpec,
     ) -> Result<Started, SwitchError> {
-        match service.strategy() {
-            Strategy::Handover(h) => handover::start(self, service, h, instance).await,
-            _ => recreate::start(self, service, instance).await,
+        match service.strategy().handover() {
+            Some(h) => handover::start(self, service, h, instance).await,
+            None => recreate::start(self, service, instance).await,
         }
     }
 
     async fn probe(&self, service: &ServiceSpec, id: InstanceId) -> Result<Health, SwitchError> {
-        match service.strategy() {
-            Strategy::Handover(h) => handover::probe(self, service, h, id).await,
-            _ => recreate::probe(self, service, id).await,
+        match service.strategy().handover() {
+            Some(h) => handover::probe(self, service, h, id).await,
+            None => recreate::probe(self, service, id).await,
         }
     }
 
@@ -850,24 +850,24 @@ impl Switcher for DockerSwitcher {
         service: &ServiceSpec,
         id: InstanceId,
     ) -> Result<Promoted, SwitchError> {
-        match service.strategy() {
-            Strategy::Handover(_) => handover::promote(self, service, id).await,
-            _ => recreate::promote(self, service, id).await,
+        match service.strategy().handover() {
+            Some(_) => handover::promote(self, service, id).await,
+            None => recreate::promote(self, service, id).await,
         }
     }
 
     async fn retire(&self, service: &ServiceSpec, id: InstanceId) -> Result<Retired, SwitchError> {
-        match service.strategy() {
-            Strategy::Handover(h) => handover::retire(self, service, h, id).await,
-            Strategy::Stop => stop::retire(self, service, id).await,
-            _ => recreate::retire(self, service, id).await,
+        match (service.strategy().handover(), service.strategy().ordering()) {
+            (Some(h), _) => handover::retire(self, service, h, id).await,
+            (None, Ordering::StopOutdated) => stop::retire(self, service, id).await,
+            (None, _) => recreate::retire(self, service, id).await,
         }
     }
 
     async fn remove(&self, service: &ServiceSpec, id: InstanceId) -> Result<Removed, SwitchError> {
-        match service.strategy() {
-            Strategy::Handover(_) => handover::remove(self, service, id).await,
-            _ => recreate::remove(self, service, id).await,
+        match service.strategy().handover() {
+            Some(_) => handover::remove(self, service, id).await,
+            None => recreate::remove(self, service, id).await,
         }
     }
 }

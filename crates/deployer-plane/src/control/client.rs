@@ -12,7 +12,7 @@ use tokio::net::UnixStream;
 
 use super::protocol::{self, Hello, Request, Response};
 use crate::plane::{DataPlane, PlaneError, RouteSet, ServiceStats, Swapped};
-use crate::route::{Gate, Route, RouteBackend, RouteInfo};
+use crate::route::{Gate, Route, RouteBackend, RouteInfo, RouteSplit};
 
 /// How long a request that does not wait for a drain may take, connect included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,7 +120,8 @@ fn service_of(request: &Request) -> String {
         | Request::Swap { service, .. }
         | Request::Drain { service, .. }
         | Request::Switch { service, .. }
-        | Request::SetGate { service, .. } => service.clone(),
+        | Request::SetGate { service, .. }
+        | Request::SetSplit { service, .. } => service.clone(),
         _ => String::new(),
     }
 }
@@ -213,6 +214,14 @@ impl DataPlane for ControlClient {
         let request = Request::SetGate {
             service: service.to_owned(),
             gate: gate.clone(),
+        };
+        self.call(&request, Duration::ZERO).await
+    }
+
+    async fn set_split(&self, service: &str, split: Option<&RouteSplit>) -> Result<(), PlaneError> {
+        let request = Request::SetSplit {
+            service: service.to_owned(),
+            split: split.cloned(),
         };
         self.call(&request, Duration::ZERO).await
     }

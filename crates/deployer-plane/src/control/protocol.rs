@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::route::{Gate, Route, RouteBackend};
+use crate::route::{Gate, Route, RouteBackend, RouteSplit};
 
 /// The version this build speaks.
 pub const VERSION: u32 = 1;
@@ -93,6 +93,14 @@ pub enum Request {
         service: String,
         /// The gate.
         gate: Gate,
+    },
+    /// Sends a share of clients to one group of backends (a canary), or ends the split.
+    SetSplit {
+        /// The service.
+        service: String,
+        /// The split; absent or null ends it.
+        #[serde(default)]
+        split: Option<RouteSplit>,
     },
     /// Every route's counters.
     Stats {},

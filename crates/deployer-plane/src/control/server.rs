@@ -213,6 +213,12 @@ impl ControlServer {
             Request::SetGate { service, gate } => {
                 to_value(&fleet.set_gate(&service, &gate).await.map_err(wire)?)
             }
+            Request::SetSplit { service, split } => to_value(
+                &fleet
+                    .set_split(&service, split.as_ref())
+                    .await
+                    .map_err(wire)?,
+            ),
             Request::Stats {} => to_value(&fleet.stats().await.map_err(wire)?),
             Request::Upgrade { binary } => {
                 let Some(upgrader) = &self.upgrader else {

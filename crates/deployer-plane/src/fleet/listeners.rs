@@ -24,7 +24,7 @@ impl Fleet {
         let proxy = match self.listener(route.listen) {
             Some(proxy) => proxy,
             None => {
-                let proxy = bind(service, route, inherited).await?;
+                let proxy = bind(service, route, inherited, self.default_workers).await?;
                 self.listeners_lock().insert(route.listen, proxy.clone());
                 proxy
             }
@@ -120,7 +120,7 @@ impl Fleet {
             .into_iter()
             .map(std::net::TcpListener::from)
             .collect();
-        let new = bind(service, route, inherited).await?;
+        let new = bind(service, route, inherited, self.default_workers).await?;
         install_cert(service, route, &new)?;
         self.listeners_lock().insert(route.listen, new.clone());
         Ok((old, new))
@@ -155,11 +155,16 @@ async fn bind(
     service: &str,
     route: &Route,
     inherited: Vec<std::net::TcpListener>,
+    default_workers: usize,
 ) -> Result<Proxy, PlaneError> {
+    let mut config = route.proxy_config();
+    if config.workers == 0 {
+        config.workers = default_workers;
+    }
     let bound = if inherited.is_empty() {
-        Proxy::bind(route.proxy_config()).await
+        Proxy::bind(config).await
     } else {
-        Proxy::bind_inherited(route.proxy_config(), inherited).await
+        Proxy::bind_inherited(config, inherited).await
     };
     bound.map_err(|e| bind_error(service, route, chain(&e)))
 }

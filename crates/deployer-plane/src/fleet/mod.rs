@@ -18,7 +18,7 @@ use deployer_proxy::{AddOutcome, Drain, DrainReport, Proxy};
 
 use self::entry::Entry;
 use crate::plane::{DataPlane, PlaneError, RouteChange, RouteSet, ServiceStats, Swapped};
-use crate::route::{Gate, Route, RouteBackend, RouteInfo};
+use crate::route::{Gate, Route, RouteBackend, RouteInfo, RouteSplit};
 use crate::state::{Loaded, SavedRoute, StateFile};
 
 /// How long the proxy a changed route replaced may finish what it serves.
@@ -37,6 +37,8 @@ pub struct Fleet {
     saving: Mutex<()>,
     /// Set while the listeners are handed to a new process: changes would be lost.
     frozen: AtomicBool,
+    /// Worker threads of a listener whose first route asks for none (0: this runtime).
+    default_workers: usize,
 }
 
 impl Fleet {
@@ -58,11 +60,23 @@ impl Fleet {
     /// process this one replaces, instead of binding.
     pub async fn restore_with(
         state: StateFile,
+        inherited: HashMap<String, Vec<std::net::TcpListener>>,
+    ) -> Result<(Fleet, Loaded), std::io::Error> {
+        Self::restore_serving(state, inherited, 0).await
+    }
+
+    /// [`Self::restore_with`], giving every listener whose first route asks for no workers
+    /// `default_workers` threads of its own: the standalone proxy process does, since the
+    /// proxy is all it runs and dedicated threads cut its tail latency.
+    pub async fn restore_serving(
+        state: StateFile,
         mut inherited: HashMap<String, Vec<std::net::TcpListener>>,
+        default_workers: usize,
     ) -> Result<(Fleet, Loaded), std::io::Error> {
         let loaded = state.load()?;
         let fleet = Fleet {
             state: Some(state),
+            default_workers,
             ..Fleet::default()
         };
         if let Loaded::Restored(saved) = &loaded {
@@ -88,6 +102,9 @@ impl Fleet {
         let mut entry = Entry::new(saved.route.clone(), lane);
         entry.serve(&saved.backends);
         saved.gate.apply(&entry.lane);
+        entry
+            .lane
+            .split_traffic(saved.split.as_ref().map(RouteSplit::to_proxy));
         tracing::info!(%service, listen = %saved.route.listen, backends = saved.backends.len(), "route restored");
         self.lock().insert(service.to_owned(), entry);
         Ok(())
@@ -173,6 +190,7 @@ impl Fleet {
                     route: entry.route.clone(),
                     backends: entry.backends(),
                     gate: Gate::from_proxy(&entry.lane.gate()),
+                    split: entry.lane.split().as_ref().map(RouteSplit::from_proxy),
                 };
                 (service.clone(), saved)
             })
@@ -336,6 +354,7 @@ impl DataPlane for Fleet {
                     .map_or(entry.route.listen, Proxy::local_addr),
                 backends: entry.backends(),
                 gate: Gate::from_proxy(&entry.lane.gate()),
+                split: entry.lane.split().as_ref().map(RouteSplit::from_proxy),
             })
             .collect())
     }
@@ -397,6 +416,12 @@ impl DataPlane for Fleet {
 
     async fn set_gate(&self, service: &str, gate: &Gate) -> Result<(), PlaneError> {
         self.change(service, |entry| gate.apply(&entry.lane))
+    }
+
+    async fn set_split(&self, service: &str, split: Option<&RouteSplit>) -> Result<(), PlaneError> {
+        self.change(service, |entry| {
+            entry.lane.split_traffic(split.map(RouteSplit::to_proxy));
+        })
     }
 
     async fn stats(&self) -> Result<Vec<ServiceStats>, PlaneError> {

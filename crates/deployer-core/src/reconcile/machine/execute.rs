@@ -57,7 +57,10 @@ impl Machine {
                 };
                 plan.watching = Some(WatchState {
                     ids: ids.clone(),
-                    until: crate::deadline::after(now, self.spec.health().watch()),
+                    until: crate::deadline::after(
+                        now,
+                        self.spec.strategy().watch_period(self.spec.health()),
+                    ),
                     since: now,
                     next: 0,
                     failures: 0,
@@ -208,7 +211,7 @@ impl Machine {
                 self.model.update(*id, Status::Serving);
                 // A handover promote moves the slot's traffic: its older instance no longer
                 // serves, so undoing the rollout must promote that one again.
-                if self.spec.strategy().handover().is_some() {
+                if self.spec.strategy().promote_takes_traffic() {
                     self.model.demote_slot_peers(*id);
                 }
                 None

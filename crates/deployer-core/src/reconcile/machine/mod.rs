@@ -17,7 +17,7 @@ use super::types::{Generation, GenerationRef, Health, InstanceId, JournalEntry, 
 use crate::image::Digest;
 use crate::ports::FailureKind;
 use crate::report::{Outcome, ServiceState};
-use crate::service::{ServiceSpec, Strategy};
+use crate::service::{Ordering, ServiceSpec};
 use crate::target::{Halt, Revision, Target};
 
 mod execute;

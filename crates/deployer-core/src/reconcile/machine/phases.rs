@@ -80,7 +80,7 @@ impl Machine {
             target,
         };
         let Some(fetched) = fetched else {
-            let actions = if matches!(self.spec.strategy(), Strategy::Stop) {
+            let actions = if self.spec.strategy().ordering() == Ordering::StopOutdated {
                 VecDeque::new()
             } else if !self.journaled {
                 self.reattach_live()
@@ -132,8 +132,8 @@ impl Machine {
             next,
             Some(Box::new((*target).clone())),
         );
-        actions.extend(match self.spec.strategy() {
-            Strategy::Stop => plan::stop_outdated(&self.model, &target.digest, done),
+        actions.extend(match self.spec.strategy().ordering() {
+            Ordering::StopOutdated => plan::stop_outdated(&self.model, &target.digest, done),
             _ => plan::converge(&self.model, Some(&candidate), &self.spec, done, true),
         });
         // The deploy is over once the old generation is gone: forget it, then report it.
