@@ -337,7 +337,11 @@ async fn a_canary_shares_traffic_for_its_hold_then_takes_it_all() {
     let holding = tokio::time::Instant::now();
     {
         let world = env.switcher.world();
-        assert_eq!(world.all(&name("web")).len(), 2, "v1 runs beside the canary");
+        assert_eq!(
+            world.all(&name("web")).len(),
+            2,
+            "v1 runs beside the canary"
+        );
         assert!(
             !world.calls.iter().any(|c| c.op == "retire"),
             "nothing retired during the hold"
@@ -371,18 +375,20 @@ async fn a_canary_that_fails_during_its_hold_is_rolled_back_and_the_old_build_ne
         .await;
     assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
     assert!(started.elapsed() < CANARY_HOLD, "caught within the hold");
-    let world = env.switcher.world();
-    let v1 = world
-        .all(&name("web"))
-        .into_iter()
-        .find(|id| id.generation.0 == 1)
-        .expect("v1 still there");
-    assert!(
-        !world
-            .calls
-            .iter()
-            .any(|c| c.op == "retire" && c.instance == Some(v1)),
-        "v1 was never stopped"
-    );
+    {
+        let world = env.switcher.world();
+        let v1 = world
+            .all(&name("web"))
+            .into_iter()
+            .find(|id| id.generation.0 == 1)
+            .expect("v1 still there");
+        assert!(
+            !world
+                .calls
+                .iter()
+                .any(|c| c.op == "retire" && c.instance == Some(v1)),
+            "v1 was never stopped"
+        );
+    }
     running.stop().await;
 }

@@ -44,6 +44,14 @@ pub enum App {
         /// Body of the 500 answer.
         version: String,
     },
+    /// Like `Http`, but every `every`-th answer of `/` is a 500 (a CGI script counting its
+    /// calls): healthy by its probe, failing a share of its clients.
+    SomeServerErrors {
+        /// Body of every answer.
+        version: String,
+        /// One answer in this many fails.
+        every: u32,
+    },
     /// Runs forever without listening: never becomes healthy.
     NeverHealthy,
     /// Exits with status 1 at once.
@@ -66,7 +74,7 @@ impl App {
     fn command(&self) -> String {
         let httpd = format!("exec httpd -f -p {HTTP_PORT} -h /www");
         let cmd = match self {
-            Self::Http { .. } | Self::ServerErrors { .. } => httpd,
+            Self::Http { .. } | Self::ServerErrors { .. } | Self::SomeServerErrors { .. } => httpd,
             Self::SlowHttp { boot, .. } => format!("sleep {} && {httpd}", boot.as_secs_f32()),
             Self::CrashingHttp { after, .. } => format!(
                 "httpd -f -p {HTTP_PORT} -h /www & sleep {} && exit 1",
@@ -85,6 +93,7 @@ impl App {
             | Self::SlowHttp { version, .. }
             | Self::CrashingHttp { version, .. }
             | Self::ServerErrors { version }
+            | Self::SomeServerErrors { version, .. }
             | Self::Tcp { version } => version,
             Self::NeverHealthy | Self::ExitsAtStart => "none",
         }
@@ -194,6 +203,13 @@ fn context(spec: &ImageSpec) -> anyhow::Result<Vec<u8>> {
         // busybox httpd runs cgi-bin/index.cgi for `/` when there is no index.html.
         let script = format!(
             "#!/bin/sh\nprintf 'HTTP/1.0 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\n{version}\\n'\n"
+        );
+        add("rootfs/www/cgi-bin/index.cgi", 0o755, script.as_bytes())?;
+    } else if let App::SomeServerErrors { every, .. } = spec.app {
+        let script = format!(
+            "#!/bin/sh\nn=$(cat /tmp/calls 2>/dev/null || echo 0)\nn=$((n + 1))\necho $n > /tmp/calls\n\
+             case $((n % {every})) in 0) status='500 Internal Server Error' ;; *) status='200 OK' ;; esac\n\
+             printf 'HTTP/1.0 %s\\r\\nContent-Type: text/plain\\r\\n\\r\\n{version}\\n' \"$status\"\n"
         );
         add("rootfs/www/cgi-bin/index.cgi", 0o755, script.as_bytes())?;
     } else {

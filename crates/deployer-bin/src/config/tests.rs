@@ -476,3 +476,46 @@ fn services_share_a_listener_only_when_routed_by_host_or_path() {
     let e = errors(&service("a", "path_prefix = \"api\"\nprotocol = \"http\""));
     assert!(e.iter().any(|e| e.contains("proxy.path_prefix")), "{e:?}");
 }
+
+#[test]
+fn a_canary_needs_its_section_and_an_http_proxy() {
+    let service = |strategy: &str, extra: &str| {
+        format!(
+            "[[service]]\nname = \"web\"\nimage = \"web\"\nstrategy = \"{strategy}\"\n[service.proxy]\nlisten = \"127.0.0.1:8080\"\ncontainer_port = 80\n{extra}\n"
+        )
+    };
+    let ok = check(&service(
+        "canary",
+        "[service.canary]\npercent = 10\nhold = \"5m\"\nheader = \"x-canary\"",
+    ))
+    .expect("a canary");
+    let canary = ok.services[0]
+        .strategy()
+        .canary()
+        .expect("the canary strategy");
+    assert_eq!((canary.percent(), canary.hold().as_secs()), (10, 300));
+    let e = errors(&service("canary", ""));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("service[0].canary") && e.contains("needs a [service.canary]")),
+        "{e:?}"
+    );
+    let e = errors(&service(
+        "canary",
+        "[service.canary]\npercent = 0\nhold = \"5m\"",
+    ));
+    assert!(e.iter().any(|e| e.contains("canary.percent")), "{e:?}");
+    let e = errors(&service(
+        "handover",
+        "[service.canary]\npercent = 10\nhold = \"5m\"",
+    ));
+    assert!(
+        e.iter().any(|e| e.contains("only the canary strategy")),
+        "{e:?}"
+    );
+    let e = errors(&service(
+        "canary",
+        "protocol = \"tcp\"\n[service.canary]\npercent = 10\nhold = \"5m\"",
+    ));
+    assert!(e.iter().any(|e| e.contains("splits HTTP")), "{e:?}");
+}

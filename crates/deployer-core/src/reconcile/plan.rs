@@ -63,7 +63,13 @@ pub(crate) fn converge(
     };
     let recreate = spec.strategy().ordering() != Ordering::StartFirst;
     let mut stopped_early = Vec::new();
-    let watched = watch && !recreate && !spec.strategy().watch_period(spec.health()).is_zero();
+    let has_old_build = model
+        .iter()
+        .any(|i| to.is_some_and(|g| g.id != i.spec.id.generation) && i.status == Status::Serving);
+    let watched = watch
+        && !recreate
+        && !spec.strategy().watch_period(spec.health()).is_zero()
+        && (has_old_build || !spec.strategy().watch_needs_old_build());
     if let Some(to) = to {
         let slots: Vec<u32> = (0..spec.replicas()).collect();
         let batches: Vec<&[u32]> = slots.chunks(spec.surge() as usize).collect();

@@ -72,6 +72,13 @@ impl Strategy {
         }
     }
 
+    /// Whether the watch needs an old build beside the new one: a canary shares traffic with
+    /// it (a first deploy has nothing to share with, so it is not held), while a handover's
+    /// watch judges the new build alone.
+    pub fn watch_needs_old_build(&self) -> bool {
+        matches!(self, Self::Canary(_))
+    }
+
     /// Whether promoting a new container takes its slot's traffic from the old one at once
     /// (handover), rather than beside it (a canary shares it until the hold ends).
     pub fn promote_takes_traffic(&self) -> bool {

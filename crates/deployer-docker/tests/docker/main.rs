@@ -5,6 +5,7 @@
 
 mod adopt;
 mod build;
+mod canary;
 mod crash;
 mod handover;
 mod image_source;
