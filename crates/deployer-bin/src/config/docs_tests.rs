@@ -42,10 +42,46 @@ fn toml_blocks(markdown: &str) -> Vec<(usize, String)> {
     blocks
 }
 
+/// Where the docs put certificates; the check writes real ones in their place.
+const DOCS_TLS_DIR: &str = "/etc/deployer/tls/";
+
 fn check(name: &str, text: &str) {
-    if let Err(errors) = parse(name, text, &Overrides::default(), &AnySecret) {
+    let certs = tempfile::tempdir().expect("a temp dir");
+    let text = with_real_certificates(text, certs.path());
+    if let Err(errors) = parse(name, &text, &Overrides::default(), &AnySecret) {
         panic!("{name} does not validate:\n{errors}\n---\n{text}");
     }
+}
+
+/// `text` with every `/etc/deployer/tls/NAME.crt` and `.key` it names replaced by a
+/// self-signed pair written to `dir`.
+fn with_real_certificates(text: &str, dir: &Path) -> String {
+    let mut text = text.to_owned();
+    while let Some(start) = text.find(DOCS_TLS_DIR) {
+        let rest = &text[start + DOCS_TLS_DIR.len()..];
+        let end = rest.find('"').expect("a quoted path");
+        let file = &rest[..end];
+        let stem = file
+            .rsplit_once('.')
+            .map_or(file, |(stem, _)| stem)
+            .to_owned();
+        let (cert, key) = (
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        );
+        if !cert.exists() {
+            let issued = rcgen::generate_simple_self_signed(vec![format!("{stem}.example.com")])
+                .expect("a certificate");
+            std::fs::write(&cert, issued.cert.pem()).expect("write the certificate");
+            std::fs::write(&key, issued.signing_key.serialize_pem()).expect("write the key");
+        }
+        let real = dir.join(file);
+        text.replace_range(
+            start..start + DOCS_TLS_DIR.len() + end,
+            &real.display().to_string(),
+        );
+    }
+    text
 }
 
 #[test]
