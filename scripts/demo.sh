@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The main job, on a fresh machine: build deployer, create two versions of a web app from
 # nothing (FROM scratch + static busybox), start a local registry whose push notifications
-# reach `deployer run`, then push v2 while a client loop counts failed requests. Cleans up.
+# reach `deployer run`, then push v2 while a client loop counts failed requests. Then, still
+# under a client loop, the daemon is SIGKILLed and started again, the proxy process is upgraded
+# to a new process, and the config is reloaded with a changed service. Cleans up.
+#
+# MEASURE=wrk runs wrk (installed if missing) through each of those three events instead of
+# the curl loop, and prints its requests, non-2xx answers and socket errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -90,8 +95,14 @@ push() { # version
 
 echo "==> pushing v1 and starting deployer"
 push v1
-DEMO_REGISTRY_TOKEN="$token" "$deployer" run --config examples/demo.toml >"$work/deployer.log" 2>&1 &
-pids+=($!)
+# A copy, so the reload below can change it.
+cp examples/demo.toml "$work/demo.toml"
+start_daemon() {
+  DEMO_REGISTRY_TOKEN="$token" "$deployer" run --config "$work/demo.toml" >>"$work/deployer.log" 2>&1 &
+  daemon=$!
+  pids+=("$daemon")
+}
+start_daemon
 for _ in $(seq 1 300); do
   [ "$(curl -fsS --max-time 1 http://127.0.0.1:18080/ 2>/dev/null)" = v1 ] && break
   sleep 0.1
@@ -135,3 +146,58 @@ if [ "$failed" -ne 0 ] || ! grep -q '^v2$' "$work/responses"; then
   echo "the switch was not clean; deployer log:" >&2; tail -50 "$work/deployer.log" >&2; exit 1
 fi
 echo "zero failed requests across the switch from v1 to v2"
+
+# --- the daemon and the proxy themselves change, under load ------------------------------
+if [ "${MEASURE:-}" = wrk ]; then scripts/install-deps.sh wrk; fi
+admin_ready() {
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null --max-time 1 http://127.0.0.1:14501/readyz 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "the admin API did not come back; deployer log:" >&2; tail -50 "$work/deployer.log" >&2; exit 1
+}
+restart_daemon() {
+  kill -KILL "$daemon"; wait "$daemon" 2>/dev/null || true
+  start_daemon
+  admin_ready
+}
+upgrade_proxy() { "$deployer" proxy upgrade --socket "$work/proxy.sock"; }
+reload_changed() {
+  sed -i 's/^interval = "200ms"/interval = "300ms"/' "$work/demo.toml"
+  "$deployer" reload --admin 127.0.0.1:14501
+}
+under_load() { # name command
+  local name=$1 failed
+  shift
+  if [ "${MEASURE:-}" = wrk ]; then
+    wrk -t2 -c10 -d8s --latency http://127.0.0.1:18080/ >"$work/wrk-$name.txt" &
+    local load=$!
+    sleep 2; "$@" >/dev/null; wait "$load"
+    local requests non2xx socket
+    requests=$(awk '/requests in/ { print $1 }' "$work/wrk-$name.txt")
+    non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ { print $2; f = 1 } END { if (!f) print 0 }' "$work/wrk-$name.txt")
+    socket=$(grep -o 'Socket errors:.*' "$work/wrk-$name.txt" || echo "Socket errors: none")
+    echo "    $name under wrk -t2 -c10 -d8s: $requests requests, $non2xx non-2xx, $socket"
+    failed=$non2xx
+    [[ $socket == "Socket errors: none" ]] || failed=$((failed + 1))
+  else
+    : >"$work/responses-$name"; rm -f "$work/stop"
+    ( while [ ! -e "$work/stop" ]; do
+        curl -sS --max-time 2 http://127.0.0.1:18080/ 2>/dev/null || echo FAILED
+      done >>"$work/responses-$name" ) &
+    local load=$!
+    sleep 1; "$@" >/dev/null; sleep 2
+    touch "$work/stop"; wait "$load"
+    failed=$(grep -cv '^v2$' "$work/responses-$name" || true)
+    echo "    $name: $(wc -l <"$work/responses-$name") requests, $failed failed"
+  fi
+  if [ "$failed" -ne 0 ]; then
+    echo "requests failed during $name; deployer log:" >&2; tail -50 "$work/deployer.log" >&2; exit 1
+  fi
+}
+echo
+echo "==> SIGKILL the daemon and start it again, upgrade the proxy process, reload a changed service"
+under_load "daemon-SIGKILL-and-restart" restart_daemon
+under_load "proxy-upgrade" upgrade_proxy
+under_load "reload-with-a-changed-service" reload_changed
+echo "zero failed requests while the daemon was killed and restarted, the proxy upgraded and the config reloaded"

@@ -86,19 +86,32 @@ pub(crate) async fn serve_connection<I>(
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades()
     );
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
+    let result = until_closed(&shared, connection.as_mut(), |c| c.graceful_shutdown()).await;
+    if let Some(Err(error)) = result {
+        tracing::debug!(%peer, %error, "client connection ended with an error");
+    }
+}
+
+/// Runs a client connection until it ends, closing it gracefully (after the request in
+/// flight) when the proxy shuts down; `None` when a forced shutdown dropped it.
+async fn until_closed<C, T>(
+    shared: &Shared,
+    mut connection: std::pin::Pin<&mut C>,
+    graceful_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+) -> Option<T>
+where
+    C: std::future::Future<Output = T>,
+{
+    tokio::select! {
+        result = connection.as_mut() => Some(result),
         () = shared.graceful.cancelled() => {
-            connection.as_mut().graceful_shutdown();
+            graceful_shutdown(connection.as_mut());
             tokio::select! {
-                result = connection.as_mut() => result,
+                result = connection.as_mut() => Some(result),
                 // `graceful` is a child of `hard`, so this is reached on forced shutdown too.
-                () = shared.hard.cancelled() => return,
+                () = shared.hard.cancelled() => None,
             }
         }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "client connection ended with an error");
     }
 }
 
@@ -141,17 +154,8 @@ where
             .server_h2
             .serve_connection(TokioIo::new(stream), service)
     );
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = shared.graceful.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = shared.hard.cancelled() => return,
-            }
-        }
-    };
-    if let Err(error) = result {
+    let result = until_closed(&shared, connection.as_mut(), |c| c.graceful_shutdown()).await;
+    if let Some(Err(error)) = result {
         tracing::debug!(%peer, %error, "HTTP/2 client connection ended with an error");
     }
 }

@@ -139,7 +139,7 @@ fn unknown_keys_name_file_line_column_and_key() {
     assert_eq!(
         e,
         [
-            "deployer.toml:5:1: service[0].replica: unknown field `replica`, expected one of `name`, `image`, `strategy`, `replicas`, `proxy`, `health`, `timeouts`, `retry`, `build`, `env`, `command`, `entrypoint`, `volumes`, `labels`, `ports`, `network`, `restart`, `user`, `workdir`, `memory_bytes`, `cpus`"
+            "deployer.toml:5:1: service[0].replica: unknown field `replica`, expected one of `name`, `image`, `strategy`, `replicas`, `proxy`, `canary`, `health`, `timeouts`, `retry`, `build`, `env`, `command`, `entrypoint`, `volumes`, `labels`, `ports`, `network`, `restart`, `user`, `workdir`, `memory_bytes`, `cpus`"
         ]
     );
     let e = errors("[webhook]\nlisten = \"127.0.0.1:1\"\n");
