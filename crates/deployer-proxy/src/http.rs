@@ -160,8 +160,28 @@ where
     }
 }
 
-/// Forwards one request. Never fails: every problem becomes a short plain-text response.
+/// Forwards one request. Once the proxy retires its connections (a successor process serves
+/// the listener), each answer closes its HTTP/1 connection, so a keep-alive client reconnects
+/// (to the successor) after a complete response instead of racing a close of an idle one.
 async fn forward(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    secure: bool,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let mut response = forward_request(Arc::clone(&shared), peer, secure, request).await?;
+    if shared.retiring.load(Ordering::Relaxed)
+        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+    {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+/// Forwards one request. Never fails: every problem becomes a short plain-text response.
+async fn forward_request(
     shared: Arc<Shared>,
     peer: SocketAddr,
     secure: bool,

@@ -263,6 +263,18 @@ impl Proxy {
         self.inner.stop_accepting.cancel();
     }
 
+    /// Stops accepting, and from now on closes each HTTP/1 client connection after its next
+    /// answer: keep-alive clients move to the process now accepting on the listener, each
+    /// after a complete response. Call before [`shutdown`](Self::shutdown), with a moment
+    /// between the two, when handing over to a successor.
+    pub fn retire_connections(&self) {
+        self.stop_accepting();
+        self.inner
+            .shared
+            .retiring
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The address actually bound (useful when the configured port was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr

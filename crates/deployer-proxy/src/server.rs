@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) http: HttpSettings,
     /// TLS termination, when the listener serves HTTPS.
     pub(crate) tls: Option<crate::tls::Acceptor>,
+    /// Set once a successor serves the listener: every answer closes its connection.
+    pub(crate) retiring: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -79,6 +81,7 @@ impl Shared {
             connect_timeout: config.connect_timeout,
             http: HttpSettings::from_config(config),
             tls,
+            retiring: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

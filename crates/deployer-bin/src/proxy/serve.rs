@@ -22,8 +22,9 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Worker threads per listener at most, by default, however many cores the host has.
 const MAX_DEFAULT_WORKERS: usize = 8;
 
-/// How long the old process keeps its accepted connections before closing the idle ones.
-const HANDOVER_SETTLE: Duration = Duration::from_secs(1);
+/// How long the old process keeps serving its connections (each closed after its next
+/// answer) before it closes the ones left idle.
+const HANDOVER_SETTLE: Duration = Duration::from_secs(2);
 
 /// How long a process taking over waits for the old one to release the socket's lock.
 const LOCK_WAIT: Duration = Duration::from_secs(10);

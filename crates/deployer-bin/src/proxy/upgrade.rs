@@ -152,7 +152,7 @@ impl ProcessUpgrader {
     /// The new process serves: stop accepting, let go of the control socket, tell it so.
     fn release(&self, mut stream: UnixStream) -> Result<(), String> {
         for (_, proxy) in self.fleet.proxies() {
-            proxy.stop_accepting();
+            proxy.retire_connections();
         }
         drop(
             self.lock

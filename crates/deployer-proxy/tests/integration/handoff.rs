@@ -208,3 +208,31 @@ async fn after_shutdown_there_is_nothing_to_hand_over() {
     within("shutdown", proxy.shutdown(Duration::from_secs(5))).await;
     assert!(clone.listener_fds().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retiring_proxy_closes_each_keep_alive_connection_after_its_next_answer() {
+    let backend = Backend::http("x").await;
+    let proxy = start_proxy(ProxyConfig::http(localhost()).with_backends([backend.addr])).await;
+    let mut conn = within("connect", Conn::open(proxy.local_addr()))
+        .await
+        .expect("a connection");
+    let first = within("a request", conn.send(get("/")))
+        .await
+        .expect("an answer");
+    assert_eq!(first.headers.get("connection"), None, "kept alive");
+    proxy.retire_connections();
+    let last = within("a request", conn.send(get("/")))
+        .await
+        .expect("an answer");
+    assert_eq!(last.body, "x", "the answer is complete");
+    assert_eq!(
+        last.headers.get("connection").and_then(|v| v.to_str().ok()),
+        Some("close"),
+        "and tells the client to reconnect"
+    );
+    let after = within("a closed connection", conn.send(get("/"))).await;
+    assert!(
+        after.is_err(),
+        "the connection was closed after that answer"
+    );
+}
