@@ -37,6 +37,10 @@ pub struct Route {
     /// HTTPS, and HTTP/2 by ALPN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RouteTls>,
+    /// HTTP only: answer every request with a redirect to HTTPS on this port instead of
+    /// forwarding it (the plain-HTTP address in front of a TLS one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_https: Option<u16>,
 }
 
 /// The PEM files of a route's certificate.
@@ -78,6 +82,7 @@ impl Route {
             hosts: Vec::new(),
             path_prefix: None,
             tls: None,
+            redirect_https: None,
         }
     }
 

@@ -295,3 +295,28 @@ async fn services_share_a_listener_by_host_and_come_back_together() -> Result<()
     restored.shutdown(Duration::from_secs(1)).await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_redirect_route_answers_308_to_https() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let served = serve(dir.path()).await?;
+    let listen = free_addr()?;
+    let mut route = routed(listen, "shop.test");
+    route.redirect_https = Some(8443);
+    served.client.set_route("shop:redirect", &route).await?;
+    let mut stream = TcpStream::connect(listen).await?;
+    stream
+        .write_all(b"GET /cart HTTP/1.1\r\nhost: shop.test\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("location: https://shop.test:8443/cart"),
+        "{answer}"
+    );
+    served.fleet.shutdown(Duration::from_secs(1)).await;
+    Ok(())
+}

@@ -5,7 +5,9 @@
 #   (b') the same, served on a multi-threaded Tokio runtime (workers = 0)
 #   (c) wrk -> nginx reverse proxy (upstream keepalive) -> nginx
 #   (d) wrk -> `deployer proxy run` -> nginx           the daemon's default: the proxy process,
-#       its route set over the control socket, no workers of its own (its runtime)
+#       its route set over the control socket
+#   TLS: wrk over HTTPS to nginx and to the proxy process, same certificate and backend, on
+#       keep-alive connections and with a new connection (a full handshake) per request
 # plus the proxy's RSS idle and under 1,000 connections, and errors seen by wrk while the
 # proxy switches 50 times between two nginx backends.
 #
@@ -32,6 +34,7 @@ repo=$(cd "$here/../../.." && pwd)
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -89,8 +92,15 @@ NGINX_PROXY=$(free_port)
 OUR_PROXY=$(free_port)
 OUR_PROXY_RT=$(free_port)
 OUR_PROCESS=$(free_port)
+NGINX_TLS=$(free_port)
+OUR_TLS=$(free_port)
 
 mkdir -p "$work/www" "$work/tmp"
+# One self-signed P-256 certificate for both TLS servers.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=bench.test -addext "subjectAltName=DNS:bench.test" \
+    -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+chmod 644 "$work/tls.key"
 head -c 256 /dev/zero | tr '\0' 'x' >"$work/www/index.html"
 chmod -R a+rX "$work/www"
 
@@ -134,6 +144,20 @@ http {
         keepalive_requests 1000000;
     }
     server {
+        listen 127.0.0.1:$NGINX_TLS ssl;
+        ssl_certificate $work/tls.crt;
+        ssl_certificate_key $work/tls.key;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+        }
+    }
+    server {
         listen 127.0.0.1:$NGINX_PROXY;
         location / {
             proxy_pass http://app;
@@ -169,8 +193,10 @@ control() { "$DEPLOYER_BIN" proxy call --socket "$work/proxy.sock" "$1" >/dev/nu
 for _ in $(seq 1 200); do control '{"v":1,"op":"hello"}' 2>/dev/null && break; sleep 0.05; done
 control "{\"v\":1,\"op\":\"set_route\",\"service\":\"bench\",\"route\":{\"listen\":\"127.0.0.1:$OUR_PROCESS\"}}"
 control "{\"v\":1,\"op\":\"add_backend\",\"service\":\"bench\",\"backend\":{\"addr\":\"127.0.0.1:$BACKEND_A\"}}"
+control "{\"v\":1,\"op\":\"set_route\",\"service\":\"bench-tls\",\"route\":{\"listen\":\"127.0.0.1:$OUR_TLS\",\"tls\":{\"cert\":\"$work/tls.crt\",\"key\":\"$work/tls.key\"}}}"
+control "{\"v\":1,\"op\":\"add_backend\",\"service\":\"bench-tls\",\"backend\":{\"addr\":\"127.0.0.1:$BACKEND_A\"}}"
 
-for port in "$BACKEND_A" "$BACKEND_B" "$NGINX_PROXY" "$OUR_PROXY" "$OUR_PROXY_RT" "$OUR_PROCESS"; do
+for port in "$BACKEND_A" "$BACKEND_B" "$NGINX_PROXY" "$OUR_PROXY" "$OUR_PROXY_RT" "$OUR_PROCESS" "$NGINX_TLS" "$OUR_TLS"; do
     wait_for_port "$port"
 done
 
@@ -245,6 +271,24 @@ for label in "${labels[@]}"; do # warm-up: pools, caches
 done
 for round in $(seq 1 "$REPEAT"); do
     for label in "${labels[@]}"; do run_wrk "$label" "${url[$label]}" "$round"; done
+done
+
+# --- TLS: keep-alive requests, and a handshake per request --------------------------------
+declare -A tls_url=([nginx-tls]="https://127.0.0.1:$NGINX_TLS" [deployer-tls]="https://127.0.0.1:$OUR_TLS")
+declare -A tls_rps tls_p99 tls_hs tls_errs
+echo "TLS: $REPEAT rounds x 2 targets x 2 modes x $DURATION" >&2
+for round in $(seq 1 "$REPEAT"); do
+    for label in nginx-tls deployer-tls; do
+        out="$work/wrk-$label-$round.txt"
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "${tls_url[$label]}/index.html" >"$out"
+        tls_rps[$label]+="$(awk '/^Requests\/sec:/ { print $2 }' "$out") "
+        tls_p99[$label]+="$(to_us "$(awk '$1 == "99%" { print $2 }' "$out")") "
+        hs="$work/wrk-$label-hs-$round.txt"
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -H "Connection: close" "${tls_url[$label]}/index.html" >"$hs"
+        tls_hs[$label]+="$(awk '/^Requests\/sec:/ { print $2 }' "$hs") "
+        tls_errs[$label]=$((${tls_errs[$label]:-0} + $(non2xx "$out") + $(non2xx "$hs")))
+        echo "  $label round $round: $(awk '/^Requests\/sec:/ { print $2 }' "$out") req/s keep-alive, $(awk '/^Requests\/sec:/ { print $2 }' "$hs") handshakes/s" >&2
+    done
 done
 
 # --- RSS under load from 1,000 connections ---------------------------------------------------
@@ -342,4 +386,11 @@ Per-round requests/s: direct [${rps[direct]% }], (b) [${rps[deployer-proxy]% }],
 | (b) zero non-2xx and socket errors across $SWITCHES switches | $switch_requests requests, $switch_non2xx non-2xx, $switch_sockerr ($switch_summary) | $(verdict "$((switch_non2xx == 0 && switch_sockerr_sum == 0))") |
 
 With $MANY_CONNS connections (\`wrk -t$WRK_THREADS -c$MANY_CONNS -d$DURATION\`): $many_rps requests/s, $many_errors errors.
+
+TLS (same P-256 certificate, same backend; \`wrk -t$WRK_THREADS -c$CONNS -d$DURATION\`, medians of $REPEAT rounds; handshakes: the same with \`Connection: close\`, a full handshake per request):
+
+| target | keep-alive requests/s | keep-alive p99 | handshakes/s | non-2xx |
+|---|---|---|---|---|
+| nginx | $(med "${tls_rps[nginx-tls]}") | $(ms "$(med "${tls_p99[nginx-tls]}")") | $(med "${tls_hs[nginx-tls]}") | ${tls_errs[nginx-tls]} |
+| \`deployer proxy run\` | $(med "${tls_rps[deployer-tls]}") | $(ms "$(med "${tls_p99[deployer-tls]}")") | $(med "${tls_hs[deployer-tls]}") | ${tls_errs[deployer-tls]} |
 EOF

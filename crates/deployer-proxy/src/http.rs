@@ -202,6 +202,9 @@ async fn forward_request(
             "no route for this host and path\n",
         ));
     };
+    if let Some(port) = lane.redirects_to_https() {
+        return Ok(https_redirect(&request, port));
+    }
     match lane.gate_ref().pass().await {
         Ok(()) => {}
         Err(crate::gate::Closed::Maintenance(message)) => {
@@ -353,6 +356,34 @@ async fn forward_request(
             ))
         }
     }
+}
+
+/// `308` to the same host and path over HTTPS on `port` (the default port left out).
+fn https_redirect(request: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+    let host = request
+        .uri()
+        .authority()
+        .map(|a| a.host().to_owned())
+        .or_else(|| {
+            let value = request.headers().get(HOST)?.to_str().ok()?;
+            let authority: http::uri::Authority = value.parse().ok()?;
+            Some(authority.host().to_owned())
+        });
+    let Some(host) = host else {
+        return text_response(StatusCode::BAD_REQUEST, "a Host header is needed\n");
+    };
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = match port {
+        443 => format!("https://{host}{path}"),
+        port => format!("https://{host}:{port}{path}"),
+    };
+    let mut response = text_response(StatusCode::PERMANENT_REDIRECT, "moved to HTTPS\n");
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
+    }
+    response
 }
 
 /// The lane a request goes to: the proxy's own without virtual routes; else the best route for

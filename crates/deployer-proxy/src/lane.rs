@@ -3,6 +3,7 @@
 //! for each request by its Host and path (see [`crate::RouteMatch`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub(crate) struct LaneInner {
     pub(crate) totals: Arc<Totals>,
     /// A canary split in force; read per request, set twice per canary.
     split: RwLock<Option<Arc<ActiveSplit>>>,
+    /// Non-zero: every request is answered with a redirect to HTTPS on this port.
+    redirect_https: AtomicU32,
 }
 
 impl Lane {
@@ -39,6 +42,7 @@ impl Lane {
                 gate: Gate::new(),
                 totals,
                 split: RwLock::new(None),
+                redirect_https: AtomicU32::new(0),
             }),
         }
     }
@@ -67,6 +71,21 @@ impl Lane {
             .split
             .write()
             .unwrap_or_else(PoisonError::into_inner) = split.map(|s| Arc::new(ActiveSplit::new(s)));
+    }
+
+    /// Answers every request with `308 Permanent Redirect` to the same host and path over
+    /// HTTPS on `port` (`None`: forwards again). For a plain-HTTP address in front of a TLS one.
+    pub fn redirect_to_https(&self, port: Option<u16>) {
+        self.inner
+            .redirect_https
+            .store(port.map_or(0, u32::from), Ordering::Relaxed);
+    }
+
+    /// The HTTPS port requests are redirected to, if they are.
+    pub fn redirects_to_https(&self) -> Option<u16> {
+        u16::try_from(self.inner.redirect_https.load(Ordering::Relaxed))
+            .ok()
+            .filter(|p| *p != 0)
     }
 
     /// The split in force.

@@ -316,6 +316,8 @@ pub struct RawProxy {
     pub path_prefix: Option<String>,
     /// The certificate its listener terminates TLS with.
     pub tls: Option<RawCertFiles>,
+    /// A plain-HTTP address redirected to HTTPS (with `tls`).
+    pub redirect_from: Option<SocketAddr>,
 }
 
 /// PEM files of a certificate.

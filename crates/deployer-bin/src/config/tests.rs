@@ -519,3 +519,18 @@ fn a_canary_needs_its_section_and_an_http_proxy() {
     ));
     assert!(e.iter().any(|e| e.contains("splits HTTP")), "{e:?}");
 }
+
+#[test]
+fn a_redirect_to_https_needs_tls_and_another_address() {
+    let service = |proxy: &str| {
+        format!(
+            "[[service]]\nname = \"web\"\nimage = \"web\"\n[service.proxy]\nlisten = \"127.0.0.1:8443\"\ncontainer_port = 80\n{proxy}\n"
+        )
+    };
+    let e = errors(&service("redirect_from = \"127.0.0.1:8080\""));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("proxy.redirect_from") && e.contains("needs proxy.tls")),
+        "{e:?}"
+    );
+}

@@ -528,6 +528,10 @@ impl Validator<'_> {
                     Some(tls) => h.with_tls(tls.cert.clone(), tls.key.clone()),
                     None => Ok(h),
                 })
+                .and_then(|h| match p.redirect_from {
+                    Some(from) => h.with_redirect_from(from),
+                    None => Ok(h),
+                })
                 .map_err(|e| (e.field.to_string(), e.problem))?;
                 match (strategy_kind, &s.canary) {
                     (StrategyKind::Canary, Some(c)) => Strategy::Canary(

@@ -186,6 +186,9 @@ pub struct Handover {
     /// HTTP only: the PEM certificate and key its listener terminates TLS with.
     #[serde(default)]
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// With TLS: a plain-HTTP address whose requests for `hosts` are redirected to HTTPS.
+    #[serde(default)]
+    redirect_from: Option<SocketAddr>,
 }
 
 impl Handover {
@@ -215,7 +218,32 @@ impl Handover {
             hosts: Vec::new(),
             path_prefix: None,
             tls: None,
+            redirect_from: None,
         })
+    }
+
+    /// Redirects plain-HTTP requests for its hosts on `from` (e.g. `0.0.0.0:80`) to HTTPS on
+    /// its listener. Needs TLS (see [`Self::with_tls`], called first).
+    pub fn with_redirect_from(mut self, from: SocketAddr) -> Result<Self, SpecError> {
+        if self.tls.is_none() {
+            return Err(SpecError::invalid(
+                "proxy.redirect_from",
+                "redirects to HTTPS, so it needs proxy.tls",
+            ));
+        }
+        if from == self.listen {
+            return Err(SpecError::invalid(
+                "proxy.redirect_from",
+                "must be another address than proxy.listen",
+            ));
+        }
+        self.redirect_from = Some(from);
+        Ok(self)
+    }
+
+    /// The plain-HTTP address redirected to HTTPS, if any.
+    pub fn redirect_from(&self) -> Option<SocketAddr> {
+        self.redirect_from
     }
 
     /// Terminates TLS with the PEM files `cert` and `key` (for its `hosts`, picked by SNI).

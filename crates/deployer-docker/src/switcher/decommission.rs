@@ -35,6 +35,10 @@ impl DockerSwitcher {
             if let Some(report) = report {
                 tracing::info!(service = %service.name(), cut = report.cut, "proxy of a removed service stopped");
             }
+            let redirect = super::routes::redirect_name(service.name());
+            if let Err(error) = self.plane.remove_route(&redirect, grace).await {
+                tracing::warn!(service = %service.name(), %error, "removing its HTTPS redirect failed");
+            }
         }
         self.backends
             .lock()

@@ -16,6 +16,7 @@ mod handover;
 pub mod labels;
 mod probe;
 mod recreate;
+mod routes;
 mod stop;
 mod traffic;
 
@@ -37,10 +38,10 @@ use deployer_core::ports::{
 use deployer_core::reconcile::{
     Generation, Health, InstanceId, InstanceSpec, Observed, ObservedInstance, RunState,
 };
-use deployer_core::service::{Ordering, Probe, ProxyProtocol};
+use deployer_core::service::{Ordering, Probe};
 use deployer_core::{Digest, ImageRef, ServiceName, ServiceSpec};
-use deployer_plane::{DataPlane, Fleet, PlaneError, Route};
-use deployer_proxy::{GroupStats, Mode, ProxyTotals};
+use deployer_plane::{DataPlane, Fleet, PlaneError};
+use deployer_proxy::{GroupStats, ProxyTotals};
 use futures_util::StreamExt;
 
 use crate::error::{DockerError, is_not_found, step_failed, switch_error};
@@ -268,22 +269,7 @@ impl DockerSwitcher {
         if !again && self.is_routed(service.name()) {
             return Ok(true);
         }
-        let route = Route {
-            listen: handover.listen(),
-            mode: match handover.protocol() {
-                ProxyProtocol::Http => Mode::Http,
-                ProxyProtocol::Tcp => Mode::Tcp,
-            },
-            workers: handover.workers() as usize,
-            connect_timeout_ms: millis(self.config.proxy_connect_timeout),
-            response_timeout_ms: millis(self.config.proxy_response_timeout),
-            hosts: handover.hosts().to_vec(),
-            path_prefix: handover.path_prefix().map(str::to_owned),
-            tls: handover.tls().map(|(cert, key)| deployer_plane::RouteTls {
-                cert: cert.to_owned(),
-                key: key.to_owned(),
-            }),
-        };
+        let route = routes::route_of(handover, &self.config);
         let set = self
             .plane
             .set_route(service.name().as_str(), &route)
@@ -293,6 +279,17 @@ impl DockerSwitcher {
                 source,
             })?;
         tracing::info!(service = %service.name(), listen = %set.bound, change = ?set.change, "route set");
+        if let Some(redirect) = routes::redirect_of(handover, &self.config) {
+            let name = routes::redirect_name(service.name());
+            self.plane
+                .set_route(&name, &redirect)
+                .await
+                .map_err(|source| DockerError::Plane {
+                    service: name.clone(),
+                    source,
+                })?;
+            tracing::info!(service = %service.name(), from = %redirect.listen, "plain HTTP redirected to HTTPS");
+        }
         if service.health().probe() == &Probe::Docker {
             self.docker_probed
                 .write()
@@ -755,10 +752,6 @@ pub(crate) fn is_removal_in_progress(error: &bollard::errors::Error) -> bool {
         } => message.contains("already in progress"),
         _ => false,
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The engine's container state, without folding paused, restarting, removing or dead into

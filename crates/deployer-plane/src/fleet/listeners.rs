@@ -21,6 +21,17 @@ impl Fleet {
         route: &Route,
         inherited: Vec<std::net::TcpListener>,
     ) -> Result<Lane, PlaneError> {
+        let lane = self.attach_lane(service, route, inherited).await?;
+        lane.redirect_to_https(route.redirect_https);
+        Ok(lane)
+    }
+
+    async fn attach_lane(
+        &self,
+        service: &str,
+        route: &Route,
+        inherited: Vec<std::net::TcpListener>,
+    ) -> Result<Lane, PlaneError> {
         let proxy = match self.listener(route.listen) {
             Some(proxy) => proxy,
             None => {

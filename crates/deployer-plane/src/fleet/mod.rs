@@ -225,6 +225,7 @@ impl Fleet {
             && self.owns_listener(service, route.listen);
         if same_listener_alone {
             let (old_proxy, new_proxy) = self.rebind_listener(service, route).await?;
+            new_proxy.lane().redirect_to_https(route.redirect_https);
             let mut entry = Entry::new(route.clone(), new_proxy.lane().clone());
             entry.serve(&backends);
             gate.apply(&entry.lane);

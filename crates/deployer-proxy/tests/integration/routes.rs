@@ -93,3 +93,26 @@ async fn overlapping_routes_and_tcp_proxies_are_refused() {
     let tcp = start_proxy(ProxyConfig::tcp(localhost())).await;
     assert!(tcp.add_route("a", matcher(&["x.test"], "/")).is_err());
 }
+
+#[tokio::test]
+async fn a_redirecting_lane_sends_clients_to_https_with_their_host_and_path() {
+    let proxy = start_proxy(ProxyConfig::http(localhost())).await;
+    let lane = proxy
+        .add_route("shop", matcher(&["shop.test"], "/"))
+        .expect("route");
+    lane.redirect_to_https(Some(443));
+    let reply = fetch_host(&proxy, "shop.test:80", "/cart?item=3").await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        reply.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some("https://shop.test/cart?item=3")
+    );
+    lane.redirect_to_https(Some(8443));
+    let reply = fetch_host(&proxy, "shop.test", "/").await;
+    assert_eq!(
+        reply.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some("https://shop.test:8443/")
+    );
+    lane.redirect_to_https(None);
+    assert_eq!(lane.redirects_to_https(), None);
+}
