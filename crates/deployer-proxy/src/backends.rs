@@ -201,6 +201,7 @@ impl ActiveGuard {
     /// Counts the time the client waited for response headers.
     pub(crate) fn record_latency(&self, latency: std::time::Duration) {
         self.tracker.totals.latency.observe(latency);
+        self.tracker.group.latency.observe(latency);
     }
 
     /// Counts this unit of work as forcibly closed.

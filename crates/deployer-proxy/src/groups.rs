@@ -49,6 +49,9 @@ impl From<SocketAddr> for Backend {
 pub(crate) struct Group {
     name: Arc<str>,
     pub(crate) counters: Counters,
+    /// Time to response headers of the group's requests: a canary is judged against the
+    /// build it shares traffic with.
+    pub(crate) latency: crate::latency::Latency,
 }
 
 impl Group {
@@ -74,6 +77,7 @@ impl Groups {
         let group = Arc::new(Group {
             name: Arc::clone(name),
             counters: Counters::default(),
+            latency: crate::latency::Latency::default(),
         });
         groups.push(Arc::clone(&group));
         group
@@ -95,6 +99,7 @@ impl Groups {
                     active: load(&c.active),
                     cut: load(&c.cut),
                     answers: c.answers(),
+                    latency: g.latency.snapshot(),
                 }
             })
             .collect()

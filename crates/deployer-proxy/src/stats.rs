@@ -155,6 +155,8 @@ pub struct GroupStats {
     pub cut: u64,
     /// Sum of its backends' [`BackendStats::answers`].
     pub answers: ClassCounts,
+    /// Time to response headers of its requests.
+    pub latency: LatencyHistogram,
 }
 
 /// Proxy-wide counters, from [`Proxy::totals`](crate::Proxy::totals).

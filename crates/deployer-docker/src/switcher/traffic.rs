@@ -3,7 +3,9 @@
 
 use deployer_core::ServiceSpec;
 use deployer_core::reconcile::InstanceId;
-use deployer_proxy::BackendState;
+use std::time::Duration;
+
+use deployer_proxy::{BackendState, LatencyHistogram};
 
 use super::DockerSwitcher;
 
@@ -25,10 +27,44 @@ pub(crate) async fn problem(
         .find(|s| s.service == service.name().as_str())?;
     let stats = route
         .backends
-        .into_iter()
+        .iter()
         .find(|s| s.addr == addr && s.state == BackendState::Live)?;
     let failed = stats.errors.saturating_add(stats.server_errors);
-    judge(stats.requests, failed, service.health().max_error_percent())
+    if let Some(problem) = judge(stats.requests, failed, service.health().max_error_percent()) {
+        return Some(problem);
+    }
+    // A canary also answers no slower than the build it shares traffic with.
+    service.strategy().canary()?;
+    let group = id.generation.to_string();
+    let canary = route.groups.iter().find(|g| *g.group == *group)?;
+    let stable = route
+        .groups
+        .iter()
+        .filter(|g| *g.group != *group && g.live_backends > 0)
+        .max_by_key(|g| g.latency.count())?;
+    let seen = |h: &LatencyHistogram| (h.count(), h.sum());
+    judge_latency(seen(&canary.latency), seen(&stable.latency))
+}
+
+/// How much slower than the old build a canary may answer on average: twice as slow, and by
+/// more than this, fails it.
+const SLOWER_BY: Duration = Duration::from_millis(100);
+
+/// Why a canary's latency fails it beside the old build's, if it does: each is (requests,
+/// their latencies added up), judged once both have [`MIN_REQUESTS`].
+fn judge_latency(canary: (u64, Duration), stable: (u64, Duration)) -> Option<String> {
+    if canary.0 < MIN_REQUESTS || stable.0 < MIN_REQUESTS {
+        return None;
+    }
+    let mean = |(count, sum): (u64, Duration)| sum / u32::try_from(count).unwrap_or(u32::MAX);
+    let (new, old) = (mean(canary), mean(stable));
+    (new > old * 2 && new > old + SLOWER_BY).then(|| {
+        format!(
+            "the proxy saw it answer in {} ms on average, the old build in {} ms",
+            new.as_millis(),
+            old.as_millis()
+        )
+    })
 }
 
 fn judge(requests: u64, failed: u64, max_percent: u8) -> Option<String> {
@@ -45,6 +81,27 @@ fn judge(requests: u64, failed: u64, max_percent: u8) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_canary_much_slower_than_the_old_build_fails_once_both_have_enough_requests() {
+        let seen = |n: u64, each_ms: u64| (n, Duration::from_millis(n * each_ms));
+        assert_eq!(judge_latency(seen(19, 900), seen(100, 10)), None);
+        assert_eq!(
+            judge_latency(seen(50, 90), seen(100, 10)),
+            None,
+            "not 100 ms slower"
+        );
+        assert_eq!(
+            judge_latency(seen(50, 150), seen(100, 100)),
+            None,
+            "not twice as slow"
+        );
+        let problem = judge_latency(seen(50, 400), seen(100, 20)).expect("too slow");
+        assert!(
+            problem.contains("400 ms") && problem.contains("20 ms"),
+            "{problem}"
+        );
+    }
 
     #[test]
     fn a_build_fails_its_watch_above_the_bound_only_with_enough_requests() {

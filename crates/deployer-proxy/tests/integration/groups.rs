@@ -55,6 +55,8 @@ async fn answers_are_counted_by_class_per_group_and_timed() {
         [("2xx", 1), ("3xx", 1), ("4xx", 2), ("5xx", 1)]
     );
     assert_eq!((g1.requests, g1.server_errors, g1.live_backends), (5, 1, 0));
+    // Every answered request has a latency, counted in its group (a canary is judged by it).
+    assert_eq!(g1.latency.count(), 5);
     let g2 = group(&proxy, "g2");
     assert_eq!(answers(&g2), [("gateway_error", 1)]);
     assert_eq!((g2.requests, g2.errors, g2.live_backends), (1, 1, 1));
