@@ -1,7 +1,8 @@
 //! The proxy as a process of its own, against a real daemon, engine and registry: under a
 //! client loop, the daemon is SIGKILLed and started again, then the proxy itself is upgraded
 //! to a new process, then the daemon stops: not one request fails, and the proxy keeps
-//! serving after the daemon is gone. A second proxy cannot take over the socket.
+//! serving after the daemon is gone. A second proxy cannot take over the socket. A SIGKILLed
+//! proxy started again serves its routes at once; a corrupt state file is kept aside.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -215,4 +216,102 @@ async fn scenario() -> anyhow::Result<()> {
     daemon.passed();
     drop(proxy);
     Ok(())
+}
+
+/// An HTTP backend answering every request with `body`, on a free loopback port.
+async fn tiny_backend(body: &'static str) -> anyhow::Result<SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(1..) = stream.read(&mut buf).await {
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_proxy_started_again_serves_its_routes_at_once() -> anyhow::Result<()> {
+    bounded(Duration::from_secs(60), "the proxy restart scenario", async {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("proxy.sock");
+        let state = dir.path().join("proxy-state.json");
+        let proxy = ProxyProcess {
+            lock: dir.path().join("proxy.sock.lock"),
+        };
+        let start = || {
+            let mut c = command(&["proxy", "run", "--socket"]);
+            c.arg(&socket).arg("--state").arg(&state);
+            tokio::process::Command::from(c)
+                .kill_on_drop(true)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+        };
+        let call = |request: String| {
+            let mut c = command(&["proxy", "call", "--socket"]);
+            c.arg(&socket).arg(request);
+            output(c)
+        };
+        let backend = tiny_backend("up").await?;
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut first = start()?;
+        eventually(Duration::from_secs(10), "the proxy's socket", || async {
+            Ok(call(r#"{"v":1,"op":"hello"}"#.to_owned()).await?.code.filter(|c| *c == 0))
+        })
+        .await?;
+        let route = format!(
+            r#"{{"v":1,"op":"set_route","service":"web","route":{{"listen":"{listen}"}}}}"#
+        );
+        assert_eq!(call(route).await?.code, Some(0));
+        let add = format!(
+            r#"{{"v":1,"op":"add_backend","service":"web","backend":{{"addr":"{backend}","group":"g1"}}}}"#
+        );
+        assert_eq!(call(add).await?.code, Some(0));
+        let bad = call(r#"{"v":1,"op":"add_backend","service":"nope"}"#.to_owned()).await?;
+        assert_eq!(bad.code, Some(1), "{bad}");
+        assert!(bad.stdout.contains("bad_request"), "{bad}");
+        assert_eq!(get(&listen.to_string()).await?, "up");
+
+        // A supervisor's restart after SIGKILL: the routes come back before the socket answers.
+        first.kill().await?;
+        let _second = start()?;
+        eventually(Duration::from_secs(10), "the restarted proxy serving", || async {
+            Ok(get(&listen.to_string()).await.ok().filter(|b| b == "up"))
+        })
+        .await?;
+        let routes = call(r#"{"v":1,"op":"list"}"#.to_owned()).await?;
+        assert!(routes.stdout.contains(&backend.to_string()), "{routes}");
+
+        // A corrupt state file is kept aside and the proxy starts empty.
+        drop(_second);
+        let _ = std::process::Command::new("kill").args(["-KILL", &proxy.pid().unwrap_or_default()]).status();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::write(&state, b"{ not json")?;
+        let _third = start()?;
+        eventually(Duration::from_secs(10), "the proxy after a corrupt state", || async {
+            Ok(call(r#"{"v":1,"op":"list"}"#.to_owned()).await?.code.filter(|c| *c == 0))
+        })
+        .await?;
+        let routes = call(r#"{"v":1,"op":"list"}"#.to_owned()).await?;
+        assert!(routes.stdout.contains(r#""result":[]"#), "{routes}");
+        let kept = std::fs::read_dir(dir.path())?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with("proxy-state.json.corrupt-"));
+        assert!(kept, "the corrupt file was kept aside");
+        drop(proxy);
+        Ok(())
+    })
+    .await?
 }
