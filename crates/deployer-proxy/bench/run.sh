@@ -130,6 +130,18 @@ http {
 }
 EOF
 
+# What nginx does with a request, on its plain and its TLS server alike.
+proxy_location='
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+        }'
+
 # nginx as a reverse proxy, as fair as we can make it: same worker count as the proxy's
 # threads, keep-alive to the upstream, and the same X-Forwarded-* work.
 cat >"$work/nginx-proxy.conf" <<EOF
@@ -147,27 +159,11 @@ http {
         listen 127.0.0.1:$NGINX_TLS ssl;
         ssl_certificate $work/tls.crt;
         ssl_certificate_key $work/tls.key;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-        }
+        $proxy_location
     }
     server {
         listen 127.0.0.1:$NGINX_PROXY;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-        }
+        $proxy_location
     }
 }
 EOF

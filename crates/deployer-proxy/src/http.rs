@@ -360,16 +360,7 @@ async fn forward_request(
 
 /// `308` to the same host and path over HTTPS on `port` (the default port left out).
 fn https_redirect(request: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.host().to_owned())
-        .or_else(|| {
-            let value = request.headers().get(HOST)?.to_str().ok()?;
-            let authority: http::uri::Authority = value.parse().ok()?;
-            Some(authority.host().to_owned())
-        });
-    let Some(host) = host else {
+    let Some(host) = request_host(request) else {
         return text_response(StatusCode::BAD_REQUEST, "a Host header is needed\n");
     };
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -386,6 +377,16 @@ fn https_redirect(request: &Request<Incoming>, port: u16) -> Response<ProxyBody>
     response
 }
 
+/// The host a request is for, without its port: an absolute-form target's, else Host's.
+fn request_host(request: &Request<Incoming>) -> Option<String> {
+    if let Some(authority) = request.uri().authority() {
+        return Some(authority.host().to_owned());
+    }
+    let value = request.headers().get(HOST)?.to_str().ok()?;
+    let authority: http::uri::Authority = value.parse().ok()?;
+    Some(authority.host().to_owned())
+}
+
 /// The lane a request goes to: the proxy's own without virtual routes; else the best route for
 /// its Host and path, or the proxy's own lane when none matches and it has live backends.
 /// `None`: nothing takes it (a 404).
@@ -393,15 +394,7 @@ fn lane_for(shared: &Shared, request: &Request<Incoming>) -> Option<Lane> {
     if shared.routes.is_empty() {
         return Some(shared.main.clone());
     }
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.host().to_owned())
-        .or_else(|| {
-            let value = request.headers().get(HOST)?.to_str().ok()?;
-            let authority: http::uri::Authority = value.parse().ok()?;
-            Some(authority.host().to_owned())
-        })
+    let host = request_host(request)
         .unwrap_or_default()
         .trim_end_matches('.')
         .to_ascii_lowercase();
