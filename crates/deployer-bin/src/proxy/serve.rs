@@ -114,8 +114,9 @@ pub async fn serve(
             // is to finish what this process still serves.
             stop_control.cancel();
             let _ = control.await;
-            // A connection accepted just before the handover may not have sent its request
-            // yet, and a graceful shutdown closes such connections: give them a moment.
+            // Keep-alive clients leave after their next answer (it says `Connection: close`),
+            // and a connection accepted just before the handover gets to send its request: a
+            // graceful shutdown would close both while idle, racing their next request.
             tokio::time::sleep(HANDOVER_SETTLE).await;
             fleet.shutdown(upgrade::OLD_GRACE).await;
             tracing::info!("handed over to the new proxy process; exiting");
